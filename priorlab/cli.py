@@ -1,0 +1,224 @@
+"""Command line: ``priorlab fit|validate|test|predict`` (LightningCLI) and ``priorlab denoise``.
+
+This is the only module that parses arguments, and it does all the file I/O of the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+USAGE = """\
+priorlab: learn, inspect and use image priors through denoisers.
+
+Commands:
+  fit | validate | test | predict   Lightning commands, configured by YAML (priorlab fit --config configs/quickstart.yaml)
+  denoise                           denoise an image file with a trained denoiser (priorlab denoise -h)
+"""
+
+
+# ---- LightningCLI ----------------------------------------------------------------------------------
+def _lightning_cli(args: list[str] | None) -> None:
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    import priorlab.datamodules  # noqa: F401  (class paths resolvable by short name)
+    import priorlab.lightning_modules  # noqa: F401
+
+    class PriorlabCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            # The datamodule decides the channel count; the model follows it.
+            parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
+
+    PriorlabCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                       "init_args": {"save_dir": "runs", "name": "default"}},
+        },
+        args=args,
+        auto_configure_optimizers=True,
+    )
+
+
+# ---- image files ------------------------------------------------------------------------------------
+def read_image(path: str | Path, *, convert: str = "none"):
+    """Read an image file as a (C, H, W) float tensor in [0, 1].
+
+    8- and 16-bit gray and RGB files are read as they are; palette images become RGB, images with an
+    alpha channel lose it. ``convert`` = ``gray`` (luminance) or ``rgb`` forces the channel count.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im.copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read {path} as an image ({err}); use PNG, JPEG, TIFF or BMP") from err
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = arr / (65535.0 if arr.max() > 255 else 255.0)
+        t = torch.from_numpy(arr.astype(np.float32))[None]
+    else:
+        if img.mode not in ("L", "RGB"):
+            img = img.convert("L" if img.mode in ("1", "LA", "L;16") else "RGB")
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        t = torch.from_numpy(arr)[None] if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
+    if convert == "gray" and t.shape[0] == 3:
+        t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2])[None]
+    elif convert == "rgb" and t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    return t.contiguous()
+
+
+def write_image(x, path: str | Path) -> Path:
+    """Write a (C, H, W) tensor in [0, 1] as an 8-bit image, atomically (temporary file, then rename)."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    arr = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(dtype=__import__("torch").uint8).numpy()
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
+    os.close(fd)
+    try:
+        img.save(tmp, format=None if path.suffix else "PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _check_output(path: Path, inputs: list[Path], overwrite: bool) -> None:
+    for p in inputs:
+        if p.exists() and path.exists() and path.resolve() == p.resolve():
+            raise ValueError(f"refusing to write the output over the input file {p}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if path.suffix.lower() not in ("", ".png", ".tif", ".tiff", ".bmp"):
+        raise ValueError(f"write outputs as lossless PNG/TIFF/BMP, not {path.suffix!r}")
+
+
+# ---- priorlab denoise -------------------------------------------------------------------------------
+def _denoise_parser():
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(prog="priorlab denoise", description=(
+        "Denoise an image with a trained denoiser. With --sigma, the input is taken as clean, noise of "
+        "that level (0-255 scale) is added with --seed, and PSNR/SSIM are printed. Without --sigma the "
+        "input is taken as noisy and denoised blindly; give --clean to get PSNR/SSIM."))
+    p.add_argument("--ckpt", type=str, required=True, help="checkpoint written by `priorlab fit` (.ckpt)")
+    p.add_argument("--input", type=str, required=True, help="image file (PNG, JPEG, TIFF, BMP)")
+    p.add_argument("--output", type=str, default=None, help="denoised image (PNG); default <input>_denoised.png")
+    p.add_argument("--sigma", type=float | None, default=None, help="add noise of this std (0-255 scale) first")
+    p.add_argument("--clean", type=str | None, default=None, help="clean reference image (blind mode)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
+    p.add_argument("--convert", type=str, default="none", choices=["none", "gray", "rgb"],
+                   help="convert the input to gray (luminance) or RGB to match the model")
+    p.add_argument("--figure", type=str | None, default=None,
+                   help="also write a PNG figure noisy | denoised | clean with PSNRs")
+    p.add_argument("--save_noisy", type=str | None, default=None, help="also write the noisy input (PNG)")
+    p.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:1 …")
+    p.add_argument("--overwrite", type=bool, default=False, help="replace existing output files")
+    return p
+
+
+def denoise_main(args: list[str]) -> int:
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio as psnr_fn
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
+
+    from priorlab.core import add_noise, check_images, sigma_from_255
+    from priorlab.zoo import load_checkpoint
+
+    cfg = _denoise_parser().parse_args(args)
+    inp = Path(cfg.input)
+    out = Path(cfg.output) if cfg.output else inp.with_name(f"{inp.stem}_denoised.png")
+    extra = [Path(p) for p in (cfg.figure, cfg.save_noisy) if p]
+    for path in [out, *extra]:
+        _check_output(path, [inp] + ([Path(cfg.clean)] if cfg.clean else []), cfg.overwrite)
+    if cfg.sigma is not None and cfg.clean:
+        raise ValueError("--sigma adds noise to a clean --input; --clean is for an already noisy --input")
+    if cfg.sigma is not None and not 0 <= cfg.sigma <= 255:
+        raise ValueError(f"--sigma is on the 0-255 scale and must be in [0, 255], got {cfg.sigma}")
+
+    net = load_checkpoint(cfg.ckpt, map_location=cfg.device)
+    channels = net.prior_config.get("channels", net.arch_config["init_args"].get("in_chans"))
+    x = read_image(inp, convert=cfg.convert)[None].to(cfg.device)
+    what = "input image" if cfg.sigma is None else "clean input image"
+    check_images(x, channels=channels, name=f"{what} {inp.name}", min_size=getattr(net, "min_size", 1))
+    clean = None
+    if cfg.sigma is not None:
+        clean = x
+        g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        y, _ = add_noise(x, sigma_from_255(cfg.sigma), generator=g)
+    else:
+        y = x
+        if cfg.clean:
+            clean = read_image(cfg.clean, convert=cfg.convert)[None].to(cfg.device)
+            if clean.shape != y.shape:
+                raise ValueError(f"--clean is {tuple(clean.shape[1:])} but --input is {tuple(y.shape[1:])} (C, H, W)")
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        x_hat = net(y).float()
+    elapsed = time.perf_counter() - t0
+    x_out = x_hat.clamp(0, 1)
+    write_image(x_out[0], out)
+    print(f"denoised {inp} ({y.shape[1]}x{y.shape[2]}x{y.shape[3]}) in {elapsed:.2f} s -> {out}")
+    psnr_in = psnr_out = None
+    if clean is not None:
+        psnr_in = psnr_fn(y.clamp(0, 1), clean, data_range=1.0).item()
+        psnr_out = psnr_fn(x_out, clean, data_range=1.0).item()
+        ssim_in = ssim_fn(y.clamp(0, 1), clean, data_range=1.0).item()
+        ssim_out = ssim_fn(x_out, clean, data_range=1.0).item()
+        label = f"sigma {cfg.sigma:g}/255, seed {cfg.seed}" if cfg.sigma is not None else "given noisy input"
+        print(f"{label}: PSNR {psnr_in:.2f} -> {psnr_out:.2f} dB, SSIM {ssim_in:.4f} -> {ssim_out:.4f} "
+              "(noisy input clipped to [0, 1] for its scores)")
+    if cfg.save_noisy:
+        write_image(y[0].clamp(0, 1), cfg.save_noisy)
+        print(f"noisy input -> {cfg.save_noisy}")
+    if cfg.figure:
+        from priorlab.plotting import DenoisedPanel, denoising_figure, save_figure
+
+        panel = DenoisedPanel(noisy=y[0].clamp(0, 1), denoised=x_out[0], clean=None if clean is None else clean[0],
+                              title=inp.stem, psnr_in=psnr_in, psnr_out=psnr_out)
+        save_figure(denoising_figure([panel], width=5.0), cfg.figure)
+        print(f"figure -> {cfg.figure}")
+    return 0
+
+
+# ---- entry point ------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        if not args:
+            return 0
+    if args and args[0] == "denoise":
+        try:
+            return denoise_main(args[1:])
+        except (FileNotFoundError, FileExistsError, ValueError, TypeError, KeyError) as err:
+            print(f"priorlab denoise: error: {err}", file=sys.stderr)
+            return 2
+    # args=None lets LightningCLI read sys.argv itself (it warns when given both).
+    _lightning_cli(None if argv is None else args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

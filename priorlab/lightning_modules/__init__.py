@@ -1,0 +1,6 @@
+"""Lightning shell: modules that train zoo networks with core losses, and their callbacks."""
+
+from priorlab.lightning_modules.callbacks import DenoiseFigure
+from priorlab.lightning_modules.denoiser import DenoiserModule
+
+__all__ = ["DenoiseFigure", "DenoiserModule"]

@@ -1,0 +1,116 @@
+"""Callbacks of the training shell: denoising figures (logged and written as PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from priorlab.core.noise import sigma_from_255
+from priorlab.lightning_modules.denoiser import validation_noise
+from priorlab.plotting import DenoisedPanel, denoising_figure, save_figure
+
+
+def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
+    mse = (x.float().clamp(0, 1) - ref.float()).pow(2).mean().item()
+    return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
+
+
+def _crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None:
+        return x
+    H, W = x.shape[-2:]
+    top, left = max(0, (H - size) // 2), max(0, (W - size) // 2)
+    return x[..., top:top + size, left:left + size]
+
+
+class DenoiseFigure(pl.Callback):
+    """Denoise validation images at one noise level and show noisy | denoised | clean with PSNRs.
+
+    After validation (every ``every_n_epochs``) the grid is logged to the logger (TensorBoard or
+    wandb images) and written to ``<log_dir>/figures/val_latest.png``; at the end of ``fit`` a final
+    figure of the validation images, ``<log_dir>/figures/denoised_sigma<σ>.png``, is written with the
+    final (EMA) weights and its path and mean PSNR printed.
+
+    Args:
+        sigma_255: noise level on the 0-255 scale.
+        max_images: how many validation images to show.
+        every_n_epochs: how often to draw during training (0: only at the end).
+        crop: center-crop shown images to this size (None: full images).
+    """
+
+    def __init__(self, sigma_255: float = 25.0, max_images: int = 6, every_n_epochs: int = 1,
+                 crop: int | None = 256) -> None:
+        self.sigma_255 = sigma_255
+        self.max_images = max_images
+        self.every_n_epochs = every_n_epochs
+        self.crop = crop
+        self.last_path: Path | None = None
+        self.last_psnr: float | None = None
+
+    def _panels(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[DenoisedPanel]:
+        loaders = trainer.val_dataloaders
+        if loaders is None and trainer.datamodule is not None:
+            loaders = trainer.datamodule.val_dataloader()
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[0] if loaders else None
+        if loaders is None:
+            return []
+        sigma = sigma_from_255(self.sigma_255)
+        panels = []
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            for i, batch in enumerate(loaders):
+                if i >= self.max_images:
+                    break
+                x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                x = _crop(x[:1].to(pl_module.device), self.crop)
+                y = x + validation_noise(x, sigma, index=i, sigma_index=-1)
+                x_hat = pl_module(y).float()
+                panels.append(DenoisedPanel(noisy=y[0].clamp(0, 1), denoised=x_hat[0].clamp(0, 1), clean=x[0],
+                                            title=f"#{i}", psnr_in=_psnr(y, x), psnr_out=_psnr(x_hat, x)))
+        pl_module.train(was_training)
+        return panels
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, title: str) -> Path | None:
+        panels = self._panels(trainer, pl_module)
+        if not panels:
+            return None
+        self.last_psnr = float(np.mean([p.psnr_out for p in panels]))
+        fig = denoising_figure(panels, suptitle=f"{title}: σ = {self.sigma_255:g}/255, "
+                                                f"mean output PSNR {self.last_psnr:.2f} dB")
+        fig.canvas.draw()
+        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        path = save_figure(fig, Path(trainer.log_dir or trainer.default_root_dir) / "figures" / name)
+        _log_image(trainer, f"denoised_sigma{self.sigma_255:g}", image)
+        self.last_path = path
+        return path
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or self.every_n_epochs <= 0:
+            return
+        if trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self._draw(trainer, pl_module, "val_latest.png", f"epoch {trainer.current_epoch}")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        path = self._draw(trainer, pl_module, f"denoised_sigma{self.sigma_255:g}.png", "final weights")
+        if path is not None:
+            rank_zero_info(f"priorlab: denoising figure (σ = {self.sigma_255:g}/255, mean PSNR "
+                           f"{self.last_psnr:.2f} dB) written to {path}")
+
+
+def _log_image(trainer: pl.Trainer, key: str, image: np.ndarray) -> None:
+    """Send an (H, W, 3) uint8 image to every logger that takes images."""
+    for logger in trainer.loggers:
+        kind = type(logger).__name__
+        if kind == "TensorBoardLogger":
+            logger.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
+        elif kind == "WandbLogger":
+            logger.log_image(key=key, images=[image], step=trainer.global_step)

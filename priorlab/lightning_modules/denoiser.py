@@ -1,0 +1,198 @@
+"""DenoiserModule: blind training of a denoiser (score model) from the zoo (algorithms.md §2.6)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from priorlab.core.losses import denoising_loss
+from priorlab.core.noise import SigmaSchedule, add_noise, sample_sigmas, sigma_from_255
+from priorlab.zoo import create_model, load_checkpoint, set_sync_batchnorm
+from priorlab.zoo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
+
+
+def refuse_static_graph(trainer: pl.Trainer) -> None:
+    """DDP's ``static_graph=True`` silently corrupts gradients of input-gradient losses (ecosystem.md §6.3)."""
+    ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None) or {}
+    if ddp_kwargs.get("static_graph"):
+        raise ValueError("DDPStrategy(static_graph=True) is not supported by priorlab: it gives silently "
+                         "wrong gradients with input-gradient losses. Use strategy: ddp without static_graph.")
+
+
+def validation_noise(x: torch.Tensor, sigma: float, *, index: int, sigma_index: int) -> torch.Tensor:
+    """Noise σ·z for validation image ``index``, fixed across epochs and devices (seeded on the CPU)."""
+    g = torch.Generator().manual_seed(1_000_003 * index + sigma_index)
+    z = torch.randn(x.shape, generator=g, dtype=torch.float32)
+    return (sigma * z).to(device=x.device, dtype=x.dtype)
+
+
+class DenoiserModule(pl.LightningModule):
+    """Blind training of a denoiser: one σ per image, loss on the denoised output.
+
+    The network is built through the zoo from plain arguments, so the hyper-parameters are plain
+    JSON. Validation denoises full images at fixed noise levels with noise that is the same at every
+    epoch, and logs PSNR per level (``val/psnr_25`` …) and their mean (``val/psnr``).
+
+    Args:
+        arch: registry name of the network (see ``priorlab.zoo.list_models()``).
+        arch_args: extra constructor arguments of the network (e.g. ``{"depth": 17}``).
+        in_chans: image channels (1 gray, 3 color); the CLI links it to the datamodule's.
+        sigma_range_255: training noise range [min, max] on the 0-255 scale (default [0, 100]).
+        sigma_schedule: how σ is drawn in that range: ``uniform``, ``log_uniform`` or ``quadratic``.
+        val_sigmas_255: noise levels (0-255 scale) of the validation PSNRs.
+        lr: Adam learning rate.
+        milestones: epochs at which the learning rate is multiplied by ``lr_gamma`` (MultiStepLR).
+        lr_gamma: learning-rate factor at each milestone.
+        weight_decay: Adam weight decay.
+        compile: compile the network in place with ``torch.compile`` (state-dict keys unchanged).
+        channels_last: run the network in channels-last memory format (faster convolutions on GPU).
+        init_from: fine-tune from this priorlab checkpoint (``.ckpt``); the architecture must match.
+    """
+
+    def __init__(
+        self,
+        arch: str = "bf_dncnn",
+        arch_args: dict[str, Any] | None = None,
+        in_chans: int = 1,
+        sigma_range_255: tuple[float, float] = (0.0, 100.0),
+        sigma_schedule: SigmaSchedule = "uniform",
+        val_sigmas_255: Sequence[float] = (5.0, 15.0, 25.0, 50.0, 75.0, 100.0),
+        lr: float = 1e-3,
+        milestones: Sequence[int] = (),
+        lr_gamma: float = 0.5,
+        weight_decay: float = 0.0,
+        compile: bool = False,
+        channels_last: bool = False,
+        init_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        lo, hi = sigma_range_255
+        if not 0 <= lo <= hi:
+            raise ValueError(f"sigma_range_255 must satisfy 0 <= min <= max, got {sigma_range_255}")
+        self.save_hyperparameters()
+        self.net: nn.Module = create_model(arch, in_chans=in_chans, **(arch_args or {}))
+        if init_from:
+            self._init_from(init_from)
+        self.sigma_min, self.sigma_max = sigma_from_255(lo), sigma_from_255(hi)
+        self.val_sigmas_255 = [float(s) for s in val_sigmas_255]
+        self.val_psnr = nn.ModuleList(PeakSignalNoiseRatio(data_range=1.0) for _ in self.val_sigmas_255)
+        self.test_psnr = nn.ModuleList(PeakSignalNoiseRatio(data_range=1.0) for _ in self.val_sigmas_255)
+        self.val_loss = MeanMetric()
+
+    def _init_from(self, path: str) -> None:
+        source = load_checkpoint(path)
+        if source.arch_config != self.net.arch_config:
+            raise ValueError(f"init_from={path} holds {source.arch_config}, but this module builds "
+                             f"{self.net.arch_config}; set model.arch/arch_args/in_chans to match")
+        self.net.load_state_dict(source.state_dict(), strict=True)
+
+    # ---- the Denoiser contract -------------------------------------------------------------------
+    def forward(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Denoised estimate x̂(y) for y of shape (B, C, H, W) (blind: ``sigma`` is ignored)."""
+        if self.hparams.channels_last:
+            y = y.contiguous(memory_format=torch.channels_last)
+        return self.net(y)
+
+    def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noisy training input y = x + σz with one σ per image drawn from the training range."""
+        sigma = sample_sigmas(x.shape[0], self.sigma_min, self.sigma_max,
+                              schedule=self.hparams.sigma_schedule, device=x.device)
+        y, _ = add_noise(x, sigma)
+        return y, sigma
+
+    # ---- Lightning hooks -------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        refuse_static_graph(self.trainer)
+        # Trainer(sync_batchnorm=True) converts torch BatchNorm layers; do the same for bias-free ones.
+        if getattr(self.trainer.strategy, "_layer_sync", None) is not None:
+            set_sync_batchnorm(self.net, True)
+
+    def configure_model(self) -> None:
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.net.compile()  # in place: the state dict keeps its keys
+            self._compiled = True
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        x = _images(batch)
+        y, _ = self.corrupt(x)
+        loss = denoising_loss(self(y), x).mean()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        return loss
+
+    def _eval_step(self, batch: torch.Tensor, batch_idx: int, metrics: nn.ModuleList, prefix: str) -> None:
+        x = _images(batch)
+        # Global image index under DistributedSampler(shuffle=False): rank r sees images r, r+W, r+2W…
+        index = batch_idx * self.trainer.world_size + self.trainer.global_rank if self._trainer else batch_idx
+        for k, (s255, metric) in enumerate(zip(self.val_sigmas_255, metrics)):
+            y = x + validation_noise(x, sigma_from_255(s255), index=index, sigma_index=k)
+            x_hat = self(y).float()
+            if k == 0 and prefix == "val":
+                self.val_loss.update(denoising_loss(x_hat, x).mean())
+            # Protocol of the 2020 paper: output clipped to [0, 1] before PSNR; noisy input not clipped.
+            metric.update(x_hat.clamp(0, 1), x.float())
+        for s255, metric in zip(self.val_sigmas_255, metrics):
+            self.log(f"{prefix}/psnr_{s255:g}", metric, on_step=False, on_epoch=True, batch_size=1)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_mean_psnr(self.val_psnr, "val")
+        self.log("val/loss", self.val_loss, batch_size=1)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_mean_psnr(self.test_psnr, "test")
+
+    def _log_mean_psnr(self, metrics: nn.ModuleList, prefix: str) -> None:
+        # The mean of per-level PSNRs (each averaged over images) is the model-selection score.
+        values = [m.compute() for m in metrics]
+        if values:
+            self.log(f"{prefix}/psnr", torch.stack(values).mean(), prog_bar=True, sync_dist=False)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, self.val_psnr, "val")
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, self.test_psnr, "test")
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """Blind denoising of the predict images (taken as already noisy)."""
+        return self(_images(batch)).clamp(0, 1)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if not self.hparams.milestones:
+            return opt
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(self.hparams.milestones),
+                                                     gamma=self.hparams.lr_gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What zoo.load_checkpoint needs to rebuild the network without this class.
+        checkpoint[CHECKPOINT_KEY] = {
+            "format_version": CHECKPOINT_FORMAT,
+            "kind": "denoiser",
+            "arch_config": self.net.arch_config,
+            "state_prefix": "net.",
+            "channels": self.hparams.in_chans,
+            "image_range": [0.0, 1.0],
+            "sigma_range_255": list(self.hparams.sigma_range_255),
+            "sigma_schedule": self.hparams.sigma_schedule,
+            "blind": True,
+        }
+
+
+def _images(batch: Any) -> torch.Tensor:
+    """Clean images from a batch: a tensor, or the first element of a tuple/list, or ``batch["image"]``."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor):
+        return batch["image"]
+    raise TypeError(f"expected a batch of images (tensor, (images, ...) or {{'image': ...}}), got {type(batch)}")

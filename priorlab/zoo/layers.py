@@ -1,0 +1,113 @@
+"""Bias-free building blocks (algorithms.md §2.1-2.2).
+
+Every layer of a bias-free network is linear without offset, a ReLU, or a division by a scale that
+is fixed at inference. The same factories build the biased counterparts (``bias=True``): convolution
+biases and ordinary batch norm, as used for the comparisons of the bias-free paper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class BFBatchNorm2d(nn.Module):
+    """Bias-free batch normalization, variant A of the 2020 reference (algorithms.md §2.2).
+
+    Each channel is divided by its standard deviation and multiplied by a learned gain γ_c. The mean
+    is **not** subtracted and there is no shift β, so the layer is positively homogeneous.
+
+    * Training: s_c = unbiased std over (N, H, W); out = γ_c·x / (s_c + ε);
+      running_var ← (1 − m)·running_var + m·s_c².
+    * Eval: out = γ_c·x / (√running_var_c + ε).
+
+    ε is added to the standard deviation, not inside the square root, exactly as the reference, so
+    released reference checkpoints reproduce their published numbers.
+
+    Setting the attribute ``sync = True`` (see :func:`set_sync_batchnorm`) computes the training
+    statistics over all processes of a ``torch.distributed`` run, so DDP on B/k images per device
+    trains exactly like one process on B images.
+
+    Args:
+        num_features: channel count C.
+        eps: added to the standard deviation.
+        momentum: update rate m of the running variance.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.empty(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.sync = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Reference gain init: N(0, sqrt(2/9/64)) clamped to ±0.025 (about two thirds start at ±0.025).
+        with torch.no_grad():
+            self.weight.normal_(0.0, math.sqrt(2.0 / 9.0 / 64.0)).clamp_(-0.025, 0.025)
+        self.running_var.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            # Statistics in float32 even under autocast: the variance of small activations underflows in bf16.
+            xf = x.float().transpose(0, 1).flatten(1)
+            var = _global_var(xf) if self.sync and _distributed() else xf.var(dim=1, unbiased=True)
+            with torch.no_grad():
+                self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
+            std = var.sqrt()
+        else:
+            std = self.running_var.sqrt()
+        scale = (self.weight.float() / (std + self.eps)).to(x.dtype)
+        return x * scale.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _global_var(xf: torch.Tensor) -> torch.Tensor:
+    """Unbiased per-channel variance of (C, n) over every process, differentiable (two passes, for accuracy)."""
+    from torch.distributed.nn.functional import all_reduce
+
+    count = all_reduce(torch.full((1,), float(xf.shape[1]), device=xf.device))
+    mean = all_reduce(xf.sum(dim=1)) / count
+    sq = all_reduce((xf - mean[:, None]).pow(2).sum(dim=1))
+    return sq / (count - 1)
+
+
+def set_sync_batchnorm(module: nn.Module, enabled: bool = True) -> int:
+    """Switch cross-process statistics on or off in every :class:`BFBatchNorm2d`; returns how many."""
+    n = 0
+    for m in module.modules():
+        if isinstance(m, BFBatchNorm2d):
+            m.sync = enabled
+            n += 1
+    return n
+
+
+def conv3x3(in_ch: int, out_ch: int, *, bias: bool) -> nn.Conv2d:
+    """3×3 convolution with zero padding 1 (keeps the spatial size)."""
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=bias)
+
+
+def batch_norm(channels: int, *, bias: bool) -> nn.Module:
+    """Bias-free batch norm, or ordinary ``nn.BatchNorm2d`` for the biased counterpart."""
+    return nn.BatchNorm2d(channels) if bias else BFBatchNorm2d(channels)
+
+
+def init_kaiming(module: nn.Module) -> None:
+    """Reference init: Kaiming-normal (fan_in, ReLU gain) convolution weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,158 @@
+"""Name registry of architectures, with timm's conventions (ecosystem.md §3).
+
+Entry points are tiny functions decorated with :func:`register_model`; the function name is the
+architecture name. Each is registered in priorlab's registry and, as a thin entry point, in timm's,
+so ``timm.create_model("bf_dncnn", in_chans=3)`` builds the same network once ``priorlab.zoo`` is
+imported. Duplicate names raise.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+# Keyword arguments timm's create_model passes to every entry point; priorlab's networks ignore them.
+_TIMM_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What the registry knows about an architecture name.
+
+    Attributes:
+        name: registry name, e.g. ``bf_dncnn``.
+        cls: the ``nn.Module`` class the entry point builds.
+        defaults: keyword arguments the entry point passes to ``cls`` (overridable).
+        family: architecture family (``dncnn``, ``unet``...).
+        description: one line for ``list_models`` tables.
+    """
+
+    name: str
+    cls: type[nn.Module]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    family: str = ""
+    description: str = ""
+
+    def init_args(self, **overrides: Any) -> dict[str, Any]:
+        """All constructor arguments (class defaults, then entry defaults, then overrides)."""
+        sig = inspect.signature(self.cls.__init__)
+        args = {k: p.default for k, p in sig.parameters.items()
+                if k != "self" and p.default is not inspect.Parameter.empty}
+        unknown = set(overrides) - set(args)
+        if unknown:
+            raise TypeError(f"{self.name} got unknown argument(s) {sorted(unknown)}; "
+                            f"valid arguments: {sorted(args)}")
+        args.update(self.defaults)
+        args.update(overrides)
+        return args
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+
+
+def _register_in_timm(fn: Callable[..., nn.Module]) -> None:
+    import timm
+    from timm.models import register_model as timm_register
+
+    if timm.is_model(fn.__name__):
+        raise ValueError(f"timm already has a model named {fn.__name__!r}; pick another priorlab name")
+    timm_register(fn)
+
+
+def register_model(cls: type[nn.Module], *, family: str, description: str = "", **defaults: Any,
+                   ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register an architecture entry point under its function name.
+
+    The decorated function's body is not used: the entry point is rebuilt from ``cls`` and
+    ``defaults`` so that the registry can always report a model's full constructor arguments.
+
+    Raises:
+        ValueError: the name is already registered (here or in timm).
+    """
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        spec = ArchSpec(name=name, cls=cls, defaults=dict(defaults), family=family,
+                        description=description or (fn.__doc__ or "").strip().split("\n")[0])
+        spec.init_args()  # fail at import time on defaults the class does not accept
+
+        def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+            for k in _TIMM_KWARGS:
+                kwargs.pop(k, None)
+            if pretrained:
+                raise ValueError(f"no pretrained weights are registered for {name!r}; "
+                                 "load a trained prior with priorlab.zoo.load or a checkpoint instead")
+            return _build(spec, kwargs)
+
+        entry.__name__ = name
+        entry.__qualname__ = name
+        entry.__module__ = fn.__module__
+        entry.__doc__ = fn.__doc__
+        _REGISTRY[name] = spec
+        _register_in_timm(entry)
+        return entry
+
+    return decorator
+
+
+def _build(spec: ArchSpec, overrides: dict[str, Any]) -> nn.Module:
+    args = spec.init_args(**overrides)
+    model = spec.cls(**args)
+    # Plain JSON that rebuilds the network: what checkpoints and published config.json files carry.
+    model.arch_config = {"architecture": spec.name, "init_args": args}
+    return model
+
+
+def _resolve(name: str) -> ArchSpec:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    if "/" in name or ":" in name:
+        raise ValueError(f"{name!r} is not an architecture name; architecture names contain no '/' or ':'")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(f"unknown model {name!r}.{hint} Known models: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered architecture (randomly initialized).
+
+    Args:
+        name: registry name, e.g. ``bf_dncnn`` (see :func:`list_models`).
+        **kwargs: constructor arguments overriding the entry point's defaults (e.g. ``in_chans=3``).
+
+    Returns:
+        The network, in training mode, with ``arch_config`` = ``{"architecture", "init_args"}``.
+    """
+    return _build(_resolve(name), kwargs)
+
+
+def list_models(filter: str = "*", *, family: str | None = None) -> list[str]:
+    """Registered architecture names matching an fnmatch pattern (e.g. ``"*unet*"``), sorted."""
+    names = [n for n, s in _REGISTRY.items() if family is None or s.family == family]
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, filter))
+
+
+def get_spec(name: str) -> ArchSpec:
+    """The registry entry of an architecture name."""
+    return _resolve(name)
+
+
+def build_from_config(arch_config: dict[str, Any]) -> nn.Module:
+    """Rebuild a network from its ``arch_config`` (``{"architecture": name, "init_args": {...}}``)."""
+    try:
+        name, args = arch_config["architecture"], dict(arch_config.get("init_args", {}))
+    except (TypeError, KeyError):
+        raise ValueError(f"not an architecture config (needs 'architecture' and 'init_args'): {arch_config!r}"
+                         ) from None
+    return create_model(name, **args)
