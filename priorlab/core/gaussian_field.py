@@ -122,7 +122,8 @@ class GaussianField:
     def _check(self, x: torch.Tensor, name: str) -> None:
         expected = (self.channels, self.height, self.width)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"{name} must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+            raise ValueError(f"{name} must have shape (B, {', '.join(map(str, expected))}), "
+                             f"got {tuple(x.shape)}")
 
     @staticmethod
     def _filter(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:

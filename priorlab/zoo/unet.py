@@ -90,10 +90,10 @@ class UNet(nn.Module):
         """Denoise ``y`` (B, C, H, W); blind, so ``sigma`` is ignored. Returns x̂ (B, C, H, W)."""
         H, W = y.shape[-2:]
         m = self.size_multiple
+        if H < m or W < m:
+            raise ValueError(f"image {H}x{W} is smaller than this UNet's minimum size {m}x{m}")
         ph, pw = (-H) % m, (-W) % m
         if ph or pw:
-            if ph >= H or pw >= W:
-                raise ValueError(f"image {H}x{W} is smaller than this UNet's minimum size {m}x{m}")
             x = F.pad(y, (0, pw, 0, ph), mode="reflect")
             return y - self._residual(x)[..., :H, :W]
         return y - self._residual(y)

@@ -1,0 +1,161 @@
+import socket
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
+
+from priorlab.lightning_modules import DenoiseFigure, DenoiserModule
+from priorlab.zoo import load_checkpoint
+from tests.helpers import tiny_data, tiny_module, tiny_trainer
+
+
+def _fit(tmp_path, module=None, data=None, **trainer_kw):
+    module = module or tiny_module()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = tiny_trainer(tmp_path, callbacks=[ckpt, *trainer_kw.pop("callbacks", [])], **trainer_kw)
+    trainer.fit(module, datamodule=data or tiny_data())
+    return module, trainer, tmp_path / "ckpt" / "last.ckpt"
+
+
+@pytest.mark.parametrize("channels,arch", [(1, "test_bf_dncnn"), (3, "test_bf_unet")])
+def test_fit_checkpoint_load_round_trip(tmp_path, channels, arch):
+    module, trainer, last = _fit(tmp_path, tiny_module(channels, arch), tiny_data(channels))
+    assert trainer.global_step == 2
+    net = load_checkpoint(last)
+    assert not net.training
+    assert net.prior_config["kind"] == "denoiser" and net.prior_config["channels"] == channels
+    assert net.arch_config == module.net.arch_config
+    y = torch.rand(1, channels, 24, 24)
+    torch.testing.assert_close(net(y), module.net.eval()(y))
+
+
+def test_validation_logs_psnr_per_sigma_and_mean(tmp_path):
+    module, trainer, _ = _fit(tmp_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for key in ("val/psnr_25", "val/psnr_50", "val/psnr", "val/loss"):
+        assert key in metrics, key
+    assert metrics["val/psnr"] == pytest.approx((metrics["val/psnr_25"] + metrics["val/psnr_50"]) / 2, rel=1e-5)
+    assert metrics["val/psnr_25"] > metrics["val/psnr_50"]  # less noise, higher PSNR, even untrained-ish
+
+
+def test_validation_noise_is_fixed_across_runs(tmp_path):
+    m = tiny_module()
+    trainer = tiny_trainer(tmp_path)
+    first = trainer.validate(m, datamodule=tiny_data(), verbose=False)[0]
+    again = trainer.validate(m, datamodule=tiny_data(), verbose=False)[0]
+    assert first == again
+
+
+def test_bf16_mixed_fit_runs(tmp_path):
+    module, trainer, last = _fit(tmp_path, precision="bf16-mixed")
+    assert torch.isfinite(torch.tensor(trainer.callback_metrics["train/loss"]))
+    assert all(p.dtype == torch.float32 for p in load_checkpoint(last).parameters())
+
+
+def test_ema_weights_are_what_the_checkpoint_holds(tmp_path):
+    module, trainer, last = _fit(tmp_path, max_steps=5, callbacks=[EMAWeightAveraging(decay=0.5)])
+    ckpt = torch.load(last, weights_only=True)
+    assert "current_model_state" in ckpt  # raw weights kept apart by Lightning's EMA callback
+    ema = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    raw = {k: v for k, v in ckpt["current_model_state"].items() if k.startswith("net.")}
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+    net = load_checkpoint(last)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, ema["net." + k])
+
+
+def test_training_reduces_the_loss(tmp_path):
+    torch.manual_seed(0)
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    module = tiny_module(lr=3e-3, sigma_range_255=(20.0, 40.0))
+    _fit(tmp_path, module, tiny_data(patches_per_epoch=400), max_steps=50, limit_val_batches=0,
+         callbacks=[Record()])
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.5 * first, (first, last)
+
+
+def test_init_from_fine_tunes_from_a_checkpoint(tmp_path):
+    module, _, last = _fit(tmp_path)
+    tuned = tiny_module(init_from=str(last))
+    for k, v in tuned.net.state_dict().items():
+        torch.testing.assert_close(v, module.net.state_dict()[k])
+    with pytest.raises(ValueError, match="arch"):
+        tiny_module(channels=3, init_from=str(last))
+
+
+def test_static_graph_is_refused(tmp_path):
+    trainer = tiny_trainer(tmp_path, strategy=DDPStrategy(static_graph=True), devices=1)
+    with pytest.raises(ValueError, match="static_graph"):
+        trainer.fit(tiny_module(), datamodule=tiny_data())
+
+
+def test_bad_noise_range_is_refused():
+    with pytest.raises(ValueError, match="sigma_range_255"):
+        DenoiserModule(arch="test_bf_dncnn", sigma_range_255=(50.0, 10.0))
+
+
+def test_denoise_figure_written_at_fit_end(tmp_path):
+    fig_cb = DenoiseFigure(sigma_255=25.0, max_images=2, crop=32)
+    _fit(tmp_path, callbacks=[fig_cb])
+    assert fig_cb.last_path is not None and fig_cb.last_path.is_file()
+    assert fig_cb.last_path.name == "denoised_sigma25.png"
+    assert fig_cb.last_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig_cb.last_psnr is not None and fig_cb.last_psnr > 0
+
+
+# ---- DDP parity ------------------------------------------------------------------------------------
+class FixedNoiseModule(DenoiserModule):
+    """Noise as a fixed function of the image, so one and two processes see the same noisy batch."""
+
+    def __init__(self, grad_dir: str = "", **kw):
+        super().__init__(**kw)
+        self.grad_dir = grad_dir
+
+    def corrupt(self, x):
+        sigma = torch.full((x.shape[0],), 0.2)
+        return x + 0.2 * torch.sin(1000.0 * x + 1.0), sigma
+
+    def on_after_backward(self):
+        if self.global_step == 0:
+            grads = {n: p.grad.detach().clone() for n, p in self.net.named_parameters()}
+            torch.save(grads, Path(self.grad_dir) / f"grads_{self.trainer.world_size}_{self.global_rank}.pt")
+
+
+class FixedImages(pl.LightningDataModule):
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.rand(8, 1, 12, 12, generator=g)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(list(self.images), batch_size=self.batch_size, shuffle=False)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_on_the_full_batch(tmp_path, monkeypatch):
+    common = dict(arch="test_bf_dncnn", grad_dir=str(tmp_path), val_sigmas_255=(25.0,))
+    kw = dict(max_steps=1, limit_val_batches=0, sync_batchnorm=True, enable_checkpointing=False)
+    torch.manual_seed(0)
+    one = FixedNoiseModule(**common)
+    tiny_trainer(tmp_path, **kw).fit(one, datamodule=FixedImages(batch_size=8))
+    torch.manual_seed(0)
+    two = FixedNoiseModule(**common)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(s.getsockname()[1]))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    tiny_trainer(tmp_path, strategy="ddp_spawn", devices=2, **kw).fit(two, datamodule=FixedImages(batch_size=4))
+    ref = torch.load(tmp_path / "grads_1_0.pt")
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"grads_2_{rank}.pt")
+        for name, g in ref.items():
+            torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")

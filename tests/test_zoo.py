@@ -1,0 +1,154 @@
+import pytest
+import timm
+import torch
+from torch import nn
+
+from priorlab import zoo
+from priorlab.zoo import BFBatchNorm2d, create_model, list_models
+from priorlab.zoo.registry import register_model
+
+TINY = [n for n in list_models() if n.startswith("test_")]
+ALL = list_models()
+
+
+def _eval_model(name, in_chans=1, **kw):
+    torch.manual_seed(0)
+    m = create_model(name, in_chans=in_chans, **kw)
+    # Put non-trivial statistics into the running buffers before switching to eval mode.
+    m.train()
+    with torch.no_grad():
+        m(torch.rand(4, in_chans, 32, 32))
+    return m.eval()
+
+
+def test_registry_lists_every_family_with_a_tiny_variant():
+    assert {"bf_dncnn", "dncnn", "bf_unet", "unet", "test_bf_dncnn", "test_bf_unet"} <= set(ALL)
+    families = {zoo.get_spec(n).family for n in ALL}
+    assert families == {zoo.get_spec(n).family for n in TINY}
+    assert list_models("*unet*") == sorted(n for n in ALL if "unet" in n)
+
+
+def test_paper_parameter_counts():
+    # algorithms.md §2.3 and §2.5 (counted from the reference code)
+    assert sum(p.numel() for p in create_model("bf_dncnn").parameters()) == 664_704 + 1_152
+    assert sum(p.numel() for p in create_model("bf_unet").parameters()) == 7_659_264
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_forward_shape_dtype_odd_sizes(name, in_chans):
+    m = _eval_model(name, in_chans)
+    for shape in [(2, in_chans, 37, 31), (1, in_chans, 16, 16)]:
+        y = torch.rand(shape)
+        out = m(y)
+        assert out.shape == y.shape and out.dtype == y.dtype
+        assert m(y, sigma=0.1).equal(out)  # blind: sigma is accepted and ignored
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if not zoo.get_spec(n).defaults.get("bias")])
+def test_bias_free_models_have_no_additive_constants(name):
+    m = create_model(name, **({"depth": 4, "width": 4} if "dncnn" in name else {"width": 2}))
+    for mod in m.modules():
+        assert not isinstance(mod, nn.BatchNorm2d), f"{name} has an ordinary batch norm"
+        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+            assert mod.bias is None
+    assert not any("bias" in k for k, _ in m.named_parameters())
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_homogeneity_in_eval_mode(name):
+    m = _eval_model(name)
+    y = torch.rand(2, 1, 24, 20)
+    with torch.no_grad():
+        for alpha in (0.1, 2.5, 30.0):
+            torch.testing.assert_close(m(alpha * y), alpha * m(y), rtol=1e-4, atol=1e-5 * alpha)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_homogeneity_fails_for_the_biased_counterpart(name):
+    m = _eval_model(name, bias=True)
+    for mod in m.modules():  # biases are zero at init; make them matter
+        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)) and mod.bias is not None:
+            nn.init.uniform_(mod.bias, 0.05, 0.2)
+    y = torch.rand(2, 1, 24, 20)
+    with torch.no_grad():
+        assert (m(10 * y) - 10 * m(y)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("bias", [False, True])
+def test_gradients_reach_every_parameter(name, bias):
+    m = create_model(name, bias=bias).train()
+    y = torch.rand(3, 1, 24, 24)
+    ((m(y) - y) ** 2).mean().backward()
+    for pname, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_timm_parity(name, in_chans):
+    ours = create_model(name, in_chans=in_chans)
+    theirs = timm.create_model(name, in_chans=in_chans)
+    assert type(ours) is type(theirs)
+    assert ours.arch_config == theirs.arch_config
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    y = torch.rand(1, in_chans, 16, 16)
+    torch.testing.assert_close(ours.eval()(y), theirs.eval()(y))
+    with pytest.raises(ValueError, match="pretrained"):
+        timm.create_model(name, pretrained=True)
+
+
+def test_bf_batchnorm_matches_hand_computation():
+    bn = BFBatchNorm2d(3, momentum=0.1)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.randn(4, 3, 5, 6) + 3.0  # a large mean: it must NOT be subtracted
+    out = bn.train()(x)
+    std = x.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1, unbiased=True)
+    expected = x * (bn.weight.detach() / (std + 1e-5)).view(1, 3, 1, 1)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(bn.running_var, 0.9 * torch.ones(3) + 0.1 * std**2)
+    out_eval = bn.eval()(x)
+    expected_eval = x * (bn.weight.detach() / (bn.running_var.sqrt() + 1e-5)).view(1, 3, 1, 1)
+    torch.testing.assert_close(out_eval, expected_eval)
+    assert set(bn.state_dict()) == {"weight", "running_var"}
+
+
+def test_bf_batchnorm_gain_init_follows_reference():
+    torch.manual_seed(0)
+    w = BFBatchNorm2d(10_000).weight.detach()
+    assert w.abs().max() <= 0.025 + 1e-7
+    assert 0.55 < (w.abs() > 0.025 - 1e-6).float().mean() < 0.8  # about two thirds clamped
+
+
+def test_create_model_errors_are_helpful():
+    with pytest.raises(KeyError, match="bf_dncnn"):
+        create_model("bf_dncn")
+    with pytest.raises(ValueError, match="no '/'"):
+        create_model("org/repo")
+    with pytest.raises(TypeError, match="unknown argument"):
+        create_model("bf_dncnn", num_layers=3)
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ValueError, match="already registered"):
+
+        @register_model(zoo.DnCNN, family="dncnn")
+        def bf_dncnn(pretrained=False, **kwargs):
+            """duplicate"""
+
+
+def test_build_from_config_round_trip():
+    m = create_model("test_bf_unet", in_chans=3)
+    again = zoo.build_from_config(m.arch_config)
+    assert again.arch_config == m.arch_config
+    again.load_state_dict(m.state_dict(), strict=True)
+    with pytest.raises(ValueError):
+        zoo.build_from_config({"nope": 1})
+
+
+def test_unet_rejects_images_below_minimum_size():
+    m = create_model("test_bf_unet").eval()
+    with pytest.raises(ValueError, match="minimum size"):
+        m(torch.rand(1, 1, 3, 16))
