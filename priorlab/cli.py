@@ -15,7 +15,8 @@ USAGE = """\
 priorlab: learn, inspect and use image priors through denoisers.
 
 Commands:
-  fit | validate | test | predict   Lightning commands, configured by YAML (priorlab fit --config configs/quickstart.yaml)
+  fit | validate | test | predict   Lightning commands configured by YAML, e.g.
+                                    priorlab fit --config configs/quickstart.yaml
   denoise                           denoise an image file with a trained denoiser (priorlab denoise -h)
 """
 
@@ -50,38 +51,24 @@ def _lightning_cli(args: list[str] | None) -> None:
 
 # ---- image files ------------------------------------------------------------------------------------
 def read_image(path: str | Path, *, convert: str = "none"):
-    """Read an image file as a (C, H, W) float tensor in [0, 1].
+    """Read an image file as a (C, H, W) float tensor in [0, 1], keeping its channel count.
 
-    8- and 16-bit gray and RGB files are read as they are; palette images become RGB, images with an
-    alpha channel lose it. ``convert`` = ``gray`` (luminance) or ``rgb`` forces the channel count.
+    Gray files (8- or 16-bit) give 1 channel, color files 3 (alpha dropped, palettes expanded).
+    ``convert`` = ``gray`` (ITU-R 601 luma) or ``rgb`` forces the channel count.
     """
-    import numpy as np
-    import torch
     from PIL import Image, UnidentifiedImageError
+
+    from priorlab.datamodules.images import read_image as read_file
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"input image not found: {path}")
     try:
         with Image.open(path) as im:
-            im.load()
-            img = im.copy()
+            native = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+        return read_file(path, {"gray": 1, "rgb": 3}.get(convert, native))
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read {path} as an image ({err}); use PNG, JPEG, TIFF or BMP") from err
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = arr / (65535.0 if arr.max() > 255 else 255.0)
-        t = torch.from_numpy(arr.astype(np.float32))[None]
-    else:
-        if img.mode not in ("L", "RGB"):
-            img = img.convert("L" if img.mode in ("1", "LA", "L;16") else "RGB")
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        t = torch.from_numpy(arr)[None] if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
-    if convert == "gray" and t.shape[0] == 3:
-        t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2])[None]
-    elif convert == "rgb" and t.shape[0] == 1:
-        t = t.expand(3, -1, -1)
-    return t.contiguous()
 
 
 def write_image(x, path: str | Path) -> Path:

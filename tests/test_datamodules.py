@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from priorlab.core.protocols import Denoiser
 from priorlab.datamodules import (
@@ -182,7 +181,8 @@ def test_patch_loader_epochs_workers_and_ranks():
     # under DDP Lightning wraps the sampler; ranks get disjoint keys and the epoch is forwarded
     from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-    ranks = [DistributedSamplerWrapper(EpochSampler(12), num_replicas=2, rank=r, shuffle=False) for r in (0, 1)]
+    ranks = [DistributedSamplerWrapper(EpochSampler(12), num_replicas=2, rank=r, shuffle=False)
+             for r in (0, 1)]
     for r in ranks:
         r.set_epoch(3)
     keys = [set(r) for r in ranks]
@@ -207,8 +207,9 @@ class _Recorder(pl.LightningModule):
 
 def _fit(dm: pl.LightningDataModule, epochs: int = 2) -> list[tuple[int, torch.Tensor]]:
     model = _Recorder()
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     return model.seen
 
@@ -221,14 +222,16 @@ def test_trainer_sets_epoch_and_reproduces(photo_folder):
     seen = _fit(make())
     assert [e for e, _ in seen] == [0, 0, 1, 1]
     assert not torch.equal(seen[0][1], seen[2][1])  # a new epoch draws new patches
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(seen, _fit(make()), strict=True))  # same seed: same run
+    again = _fit(make())  # same seed: the same run
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(seen, again, strict=True))
 
 
 # -- PhotosDataModule ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_photos_datamodule_builtin(channels):
-    dm = PhotosDataModule(channels=channels, patch_size=32, patches_per_epoch=8, batch_size=4, val_max_size=64)
+    dm = PhotosDataModule(channels=channels, patch_size=32, patches_per_epoch=8, batch_size=4,
+                          val_max_size=64)
     assert dm.channels == channels
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -313,8 +316,8 @@ def test_constructor_signatures_parse_as_cli_config(tmp_path):
     parser.add_class_arguments(ImageFolderDataModule, "folder")
     parser.add_class_arguments(GaussianFieldDataModule, "gauss")
     cfg = parser.parse_args(["--photos.scales=[1.0, 0.5]", f"--photos.train_dirs=[{tmp_path}]",
-                             "--photos.val_max_size=64", f"--folder.path={tmp_path}", "--folder.streaming=true",
-                             "--gauss.alpha=1.5"])
+                             "--photos.val_max_size=64", f"--folder.path={tmp_path}",
+                             "--folder.streaming=true", "--gauss.alpha=1.5"])
     assert tuple(cfg.photos.scales) == (1.0, 0.5) and cfg.photos.train_dirs == [str(tmp_path)]
     assert cfg.folder.val_split == "test" and cfg.folder.streaming is True and cfg.gauss.alpha == 1.5
     dm = PhotosDataModule(**vars(cfg.photos))
@@ -335,8 +338,8 @@ def imagefolder(tmp_path: Path) -> Path:
 
 def test_imagefolder_datamodule_in_memory(imagefolder, hf_cache):
     before = tree(imagefolder)
-    dm = ImageFolderDataModule(str(imagefolder), channels=3, patch_size=16, patches_per_epoch=12, batch_size=4,
-                               seed=1)
+    dm = ImageFolderDataModule(str(imagefolder), channels=3, patch_size=16, patches_per_epoch=12,
+                               batch_size=4, seed=1)
     assert dm.channels == 3
     dm.prepare_data()
     dm.setup("fit")
@@ -349,8 +352,8 @@ def test_imagefolder_datamodule_in_memory(imagefolder, hf_cache):
     assert tree(imagefolder) == before  # the cache went to HF_DATASETS_CACHE, not the folder
     assert any(hf_cache.rglob("*.arrow"))
     # same seed, fresh datamodule: same patches
-    dm2 = ImageFolderDataModule(str(imagefolder), channels=3, patch_size=16, patches_per_epoch=12, batch_size=4,
-                                seed=1)
+    dm2 = ImageFolderDataModule(str(imagefolder), channels=3, patch_size=16, patches_per_epoch=12,
+                                batch_size=4, seed=1)
     dm2.setup("fit")
     assert torch.equal(torch.cat(batches), torch.cat(list(dm2.train_dataloader())))
 
@@ -435,3 +438,27 @@ def test_gaussian_datamodule():
     assert x_hat.shape == y.shape and (x_hat - vals[0]).pow(2).mean() < (y - vals[0]).pow(2).mean()
     assert dm.log_prob(vals[0]).shape == (1,)
     assert torch.isfinite(dm.log_prob(vals[0])).all()
+
+
+def test_read_image_modes(tmp_path):
+    """16-bit gray keeps its precision; palette and RGBA images convert; EXIF rotation is applied."""
+    from priorlab.datamodules import read_image
+
+    ramp16 = (np.arange(64 * 32, dtype=np.uint16).reshape(64, 32) * 31).astype(np.uint16)
+    Image.fromarray(ramp16).save(tmp_path / "g16.png")
+    x = read_image(tmp_path / "g16.png", 1)
+    assert x.shape == (1, 64, 32)
+    torch.testing.assert_close(x[0], torch.from_numpy(ramp16.astype(np.float32) / 65535))
+    assert read_image(tmp_path / "g16.png", 3).shape == (3, 64, 32)
+
+    rgba = np.dstack([smooth_image(20, 30, 3, 0), np.full((20, 30), 128, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(smooth_image(20, 30, 3, 0)).convert("P").save(tmp_path / "pal.png")
+    for name in ("rgba.png", "pal.png"):
+        x = read_image(tmp_path / name, 3)
+        assert x.shape == (3, 20, 30) and 0 <= x.min() and x.max() <= 1
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    Image.fromarray(smooth_image(20, 30, 1, 0)).save(tmp_path / "rot.jpg", exif=exif)
+    assert read_image(tmp_path / "rot.jpg", 1).shape == (1, 30, 20)

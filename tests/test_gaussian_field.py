@@ -27,7 +27,8 @@ def dense_covariance(spectrum: torch.Tensor) -> torch.Tensor:
     return cov.real
 
 
-def reference_normal(field: GaussianField, extra_variance: float = 0.0) -> torch.distributions.MultivariateNormal:
+def reference_normal(field: GaussianField, extra_variance: float = 0.0,
+                     ) -> torch.distributions.MultivariateNormal:
     """The field (plus white noise) as an explicit N-dimensional normal, channels block-diagonal."""
     cov = dense_covariance(field.spectrum())
     cov = torch.block_diag(*[cov] * field.channels) + extra_variance * torch.eye(field.num_pixels,

@@ -74,7 +74,7 @@ def _sigma_column(sigma: float | torch.Tensor, batch: int, device: torch.device)
 
 
 class GaussianField:
-    """Zero-mean-plus-``mean`` stationary Gaussian images with spectrum ∝ 1/|f|^α.
+    """Stationary Gaussian images with constant mean μ and covariance spectrum λ(f) ∝ 1/|f|^α.
 
     Args:
         size: H = W, or (H, W), in pixels.

@@ -14,8 +14,9 @@ Two modes:
   it may cover only part of a large dataset, and each epoch restarts the stream in a new shuffled
   order (shuffle buffer ``shuffle_buffer`` images). The per-epoch randomness comes from the
   DataLoader's seeded generator (a new base seed for each epoch's workers, the same on every rank)
-  and from a pass counter, so a run reproduces for a seed; Hugging Face splits the stream between
-  workers by shard (use ``num_workers`` ≤ the dataset's shard count) and between DDP ranks.
+  and from a pass counter, so a run reproduces for a seed. ``datasets`` splits the stream between
+  workers by shard (workers beyond the shard count idle: a local folder is often a single shard,
+  so keep ``num_workers`` ≤ ``n_shards``) and between DDP ranks by shard or by example.
 
 Validation uses split ``val_split`` when the dataset has it. Otherwise a held-out part of the
 training split: a fixed fraction ``val_fraction`` chosen by a permutation with seed 0 (independent
@@ -89,7 +90,8 @@ class StreamingPatchDataset(IterableDataset):
         image_column: the column with the images.
         channels: 1 or 3.
         patch_size: side p of the patches.
-        patches_per_epoch: patches per epoch over all ranks and workers (bounds the epoch).
+        patches_per_epoch: patches per epoch over all ranks and workers (bounds the epoch; rounded up
+            to a multiple of the number of DDP ranks).
         patches_per_image: patches cut from each streamed image before moving on.
         scales: rescaling factors (antialiased bicubic).
         seed: base seed (≥ 0).
@@ -109,8 +111,11 @@ class StreamingPatchDataset(IterableDataset):
         self._passes = 0  # iterations of this copy (the main process's, or a persistent worker's)
 
     def __len__(self) -> int:
-        rank, world = _rank_world()
-        return _share(self.patches_per_epoch, world, rank)
+        return self._per_rank()
+
+    def _per_rank(self) -> int:
+        # Rounded up, the same on every rank: ranks that ran different numbers of batches would hang.
+        return math.ceil(self.patches_per_epoch / _rank_world()[1])
 
     def __iter__(self):
         from datasets.distributed import split_dataset_by_node
@@ -128,7 +133,12 @@ class StreamingPatchDataset(IterableDataset):
             stream = stream.shuffle(seed=pass_seed % 2**32, buffer_size=self.shuffle_buffer)
         if world > 1:
             stream = split_dataset_by_node(stream, rank=rank, world_size=world)
-        quota = _share(_share(self.patches_per_epoch, world, rank), workers, worker)
+        # datasets hands worker w the shards w, w + workers, …: workers beyond the shard count get
+        # nothing, so the epoch's patches are shared among the workers that do get shards.
+        active = min(workers, getattr(stream, "n_shards", None) or workers)
+        if worker >= active:
+            return
+        quota = _share(self._per_rank(), active, worker)
         rng = np.random.default_rng((self.seed, pass_seed, rank, worker))
         emitted = 0
         while emitted < quota:
@@ -144,11 +154,9 @@ class StreamingPatchDataset(IterableDataset):
                     emitted += 1
                 if emitted >= quota:
                     return
-            if used == 0:
-                if workers * world > 1:
-                    return  # this worker received no shard (datasets warns); the others carry the epoch
-                raise ValueError(f"no streamed image is at least {self.patch_size}x{self.patch_size} pixels "
-                                 f"at any scale in {self.scales}")
+            if used == 0:  # raise rather than end early: DDP ranks with unequal batch counts hang
+                raise ValueError(f"no streamed image (rank {rank}, worker {worker}) is at least "
+                                 f"{self.patch_size}x{self.patch_size} pixels at any scale in {self.scales}")
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
