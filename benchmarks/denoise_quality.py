@@ -88,13 +88,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bm3d", action=argparse.BooleanOptionalAction, default=True,
                    help="run BM3D (bm3d package, true σ) on the same noisy images")
     p.add_argument("--bm3d-profile", default="np", help="BM3D profile (np, refilter, vn, high...)")
+    p.add_argument("--bm3d-threads", type=int, default=0,
+                   help="BM3D's own threads (0 = all cores; 1 is faster on a busy machine, bit-reproducible)")
     p.add_argument("--clip-input", action="store_true",
                    help="clip noisy inputs to [0, 1] (default: not clipped; outputs are always clamped)")
-    p.add_argument("--max-images", type=int, default=None, help="first N images of each dataset (quick runs)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images only)")
+    p.add_argument("--max-images", type=int, default=None,
+                   help="first N images of each dataset (quick runs)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="images per forward pass (same-size images only)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--tag", default=None, help="report name: docs/denoise_quality_<tag>.md (default: first label)")
-    p.add_argument("--out", type=Path, default=None, help="markdown report (default: docs/denoise_quality_<tag>.md)")
+    p.add_argument("--tag", default=None,
+                   help="report name: docs/denoise_quality_<tag>.md (default: first checkpoint label)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="markdown report (default: docs/denoise_quality_<tag>.md)")
     p.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
                    help="also write every per-image record as JSON (default path: the report's, .json)")
     p.add_argument("--cache", type=Path, default=CACHE, help="BM3D result cache (JSON)")
@@ -161,6 +167,9 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -210,7 +219,8 @@ def render_report(args: argparse.Namespace, models: list[Model], datasets: list[
         f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')} ({seconds:.0f} s)",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
         f"- machine: {machine['platform']}, {machine['cpu']} ({machine['cpu_count']} cores){gpu}; "
-        f"Python {machine['python']}, torch {machine['torch']}; priorlab {git_commit()}; device `{args.device}`",
+        f"Python {machine['python']}, torch {machine['torch']}; priorlab {git_commit()}; "
+        f"device `{args.device}`",
         f"- noise: one realization per (image, σ₂₅₅), z ~ N(0, I) drawn on the CPU in float32 by a "
         f"torch.Generator seeded from sha256(seed, image index, σ₂₅₅), seed = {args.seed}; every method "
         "sees the same noisy images",
@@ -230,13 +240,13 @@ def render_report(args: argparse.Namespace, models: list[Model], datasets: list[
         lines.append(f"- dataset `{d.label}`: {len(d.images)} image(s), {kind}, from {d.source}")
     shown = [p for p in PUBLISHED if any(d.label == p.dataset for d in datasets)]
     for p in shown:
-        lines.append(f"- published `{p.method}` on {p.dataset}: {p.source}"
-                     + ("" if p.verified else "; not verified against the paper"))
+        lines.append(f"- published `{p.method}` on {p.dataset}: {p.source}")
     if any(p.psnr_in for p in shown):
         lines.append("- the published input PSNRs (e.g. 28.27 dB at σ₂₅₅ = 10, 10.31 dB at 100) exceed the "
                      "nominal −20·log10(σ) and suggest clipped inputs there; compare output PSNRs")
-    lines += ["", "## PSNR (dB) / SSIM", "",
-              format_markdown_table(summary, datasets=[d.label for d in datasets], methods=methods)]
+    lines += ["", "## Output PSNR (dB) / SSIM", ""]
+    for d in datasets:  # one table per dataset: rows σ, columns methods (one wide table is unreadable)
+        lines += [f"### {d.label}", "", format_markdown_table(summary, datasets=[d.label], methods=methods)]
     lines += ["## Mean time per image (s)", "", "| method | " + " | ".join(d.label for d in datasets) + " |",
               "|---|" + "---|" * len(datasets)]
     for m in methods:
@@ -272,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         for channels in sorted({m.channels for m in models}):
             d = load_dataset(name, channels, args.max_images)
             if d is None:
-                print(f"note: {name} is gray only; skipped for the {channels}-channel model(s)", file=sys.stderr)
+                print(f"note: {name} is gray only; skipped for the {channels}-channel model(s)",
+                      file=sys.stderr)
             else:
                 datasets.append(d)
 
@@ -292,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=total, unit="img", dynamic_ncols=True) as bar:
         def progress_for(method: str) -> Callable[[DenoisingRecord], None]:
             def progress(rec: DenoisingRecord) -> None:
-                bar.set_postfix_str(f"{method} {rec.dataset} σ={rec.sigma_255:g} {rec.psnr:.2f} dB", refresh=False)
+                bar.set_postfix_str(f"{method} {rec.dataset} σ={rec.sigma_255:g} {rec.psnr:.2f} dB",
+                                    refresh=False)
                 bar.update(1)
                 save_cache()
             return progress
@@ -312,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     records += evaluate_bm3d(d.images, args.sigmas, names=d.names, dataset=d.label,
                                              seed=args.seed, clip_input=args.clip_input,
-                                             profile=args.bm3d_profile, cache=cache,
+                                             profile=args.bm3d_profile, num_threads=args.bm3d_threads,
+                                             cache=cache,
                                              progress=progress_for("BM3D"))
                 finally:
                     save_cache(force=True)
@@ -322,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     print(f"wrote {out}")
     if json_out is not None:
-        payload = {"machine": describe_machine(args.device), "command": sys.argv, "seed": args.seed,
+        payload = {"machine": describe_machine(args.device), "command": ["python", *sys.argv], "seed": args.seed,
                    "clip_input": args.clip_input, "sigmas_255": args.sigmas,
                    "models": {m.label: {"path": str(m.path), "prior_config": m.config} for m in models},
                    "records": [asdict(r) for r in records]}

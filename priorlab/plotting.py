@@ -54,9 +54,9 @@ def denoising_figure(panels: Sequence[DenoisedPanel], *, suptitle: str = "", wid
             ax.imshow(_to_numpy_image(img), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             label = f"{p.title} {name}".strip()
             ax.set_title(f"{label}\n{psnr:.2f} dB" if psnr is not None else label, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if suptitle else None)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
     return fig
 
 

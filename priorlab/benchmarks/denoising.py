@@ -387,7 +387,8 @@ def format_markdown_table(summary: dict[SummaryKey, dict[str, float]], *,
     """A markdown table: one row per σ₂₅₅, one column per (dataset, method), cells ``PSNR / SSIM``.
 
     Published curves (PSNR only) get a column on their dataset when they have a value at one of the
-    table's σ; empty cells read ``—``.
+    table's σ; empty cells read ``—``. Column titles name the dataset only when there are several
+    (pass ``datasets=[name]`` for one table per dataset).
 
     Args:
         summary: output of :func:`summarize`.
@@ -402,18 +403,23 @@ def format_markdown_table(summary: dict[SummaryKey, dict[str, float]], *,
     datasets = list(datasets) if datasets is not None else list(dict.fromkeys(k[1] for k in summary))
     methods = list(methods) if methods is not None else list(dict.fromkeys(k[0] for k in summary))
     sigmas = sorted({k[2] for k in summary if k[1] in datasets})
+
+    def title(ds: str, what: str) -> str:
+        # With one dataset the columns need not repeat its name.
+        return f"{ds} · {what}" if len(datasets) > 1 and ds else what
+
     header, columns = ["σ₂₅₅"], []
     for ds in datasets:
         ms = [m for m in methods if any((m, ds, s) in summary for s in sigmas)]
         if show_psnr_in and ms:
-            header.append(f"{ds} input PSNR".strip())
+            header.append(title(ds, "input PSNR"))
             columns.append(("in", ds, ms[0]))
         for m in ms:
-            header.append(f"{ds} · {m}" if ds else m)
+            header.append(title(ds, m))
             columns.append(("measured", ds, m))
         for pub in published:
             if pub.dataset == ds and any(float(s) in pub.psnr for s in sigmas):
-                header.append(f"{ds} · {pub.method}" if ds else pub.method)
+                header.append(title(ds, pub.method))
                 columns.append(("published", ds, pub))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in sigmas:

@@ -112,8 +112,7 @@ class DenoiserModule(pl.LightningModule):
         # Trainer(sync_batchnorm=True) converts torch BatchNorm layers; do the same for bias-free ones.
         if getattr(self.trainer.strategy, "_layer_sync", None) is not None:
             set_sync_batchnorm(self.net, True)
-
-    def configure_model(self) -> None:
+        # Here rather than in configure_model: weight-averaging callbacks refuse models that define it.
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.hparams.compile and not getattr(self, "_compiled", False):

@@ -1,0 +1,331 @@
+"""Training throughput: priorlab's DenoiserModule under Lightning's Trainer vs a plain PyTorch loop.
+
+Both run in one process on the same network, batch, patch size, precision, compile and memory-format
+settings, with the same objective (blind denoising MSE, one σ per image drawn on the device, Adam),
+so the ratio lightning/plain is the cost of the Lightning shell. Data loading is not measured: the
+random patches are made on the device before timing, and by default (``--lightning-data device``)
+Lightning is fed the very same device tensors through a plain iterable; ``--lightning-data loader``
+feeds it a DataLoader over a CPU tensor dataset instead (pinned memory on CUDA), which adds the
+host-to-device copy a real run pays. The first ``--warmup`` steps (compilation, cuDNN autotuning)
+are excluded from the timing.
+
+Examples:
+    python benchmarks/train_throughput.py --preset dncnn --precision bf16-mixed --compile --channels-last
+    python benchmarks/train_throughput.py --arch test_bf_dncnn --steps 5 --warmup 2 --batch 8 \\
+        --device cpu --precision 32-true
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "dncnn": {"arch": "bf_dncnn", "in_chans": 1, "patch": 50},  # BF-DnCNN recipe (algorithms.md §2.6)
+    "unet": {"arch": "bf_unet", "in_chans": 3, "patch": 64},
+}
+PRECISIONS = ("32-true", "bf16-mixed")
+SIGMA_RANGE_255 = (0.0, 100.0)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One throughput measurement's settings (the same for both contenders)."""
+
+    arch: str = "bf_dncnn"
+    in_chans: int = 1
+    patch: int = 50
+    batch: int = 128
+    steps: int = 200
+    warmup: int = 30
+    precision: str = "bf16-mixed"
+    compile: bool = False
+    channels_last: bool = False
+    device: str = "cuda"
+    seed: int = 0
+    lightning_data: str = "device"
+    pool: int = 16
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Timing of ``steps`` optimizer steps after the warm-up."""
+
+    name: str
+    steps: int
+    seconds: float
+    images_per_second: float
+    final_loss: float
+    peak_memory_gib: float | None
+
+
+# ---- shared pieces ---------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_patches(cfg: BenchConfig) -> torch.Tensor:
+    """A pool of ``cfg.pool`` batches of random clean patches (pool, B, C, P, P) in [0, 1] on the device.
+
+    Cycled through by both loops, so neither measures data loading or pays for a large pool.
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    x = torch.rand(cfg.pool, cfg.batch, cfg.in_chans, cfg.patch, cfg.patch, generator=g)
+    return x.to(cfg.device)
+
+
+def _reset(cfg: BenchConfig) -> None:
+    """Start each contender from the same state: same init seed, fresh compile caches, memory stats."""
+    torch.manual_seed(cfg.seed)
+    if cfg.compile:
+        torch._dynamo.reset()  # the second model must compile from scratch too, not reuse the first's graphs
+    if torch.device(cfg.device).type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+# ---- (a) plain PyTorch ----------------------------------------------------------------------------
+def run_plain(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
+    """The reference loop: the same work as ``DenoiserModule.training_step`` without Lightning."""
+    from priorlab.core import add_noise, denoising_loss, sample_sigmas, sigma_from_255
+    from priorlab.zoo import create_model
+
+    _reset(cfg)
+    device = torch.device(cfg.device)
+    model = create_model(cfg.arch, in_chans=cfg.in_chans).to(device).train()
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        model.compile()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lo, hi = (float(sigma_from_255(s)) for s in SIGMA_RANGE_255)
+    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16-mixed"
+           else contextlib.nullcontext())
+    start, loss = 0.0, torch.zeros(())
+    for step in range(cfg.warmup + cfg.steps):
+        if step == cfg.warmup:
+            _sync(device)
+            start = time.perf_counter()
+        x = patches[step % len(patches)]
+        y, _ = add_noise(x, sample_sigmas(x.shape[0], lo, hi, device=device))
+        if cfg.channels_last:
+            y = y.contiguous(memory_format=torch.channels_last)
+        with amp:  # Lightning's bf16-mixed autocasts the whole training_step, loss included
+            loss = denoising_loss(model(y), x).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return Throughput("plain PyTorch", cfg.steps, seconds, cfg.steps * cfg.batch / seconds, float(loss.detach()),
+                      _peak_memory(device))
+
+
+# ---- (b) priorlab + Lightning ---------------------------------------------------------------------
+class DeviceBatches:
+    """An iterable of pre-made device batches, cycled: Lightning's input without a DataLoader."""
+
+    def __init__(self, patches: torch.Tensor, length: int) -> None:
+        self.patches, self.length = patches, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for i in range(self.length):
+            yield self.patches[i % len(self.patches)]
+
+
+def _step_timer(warmup: int, device: torch.device) -> Any:
+    import lightning.pytorch as pl
+
+    class StepTimer(pl.Callback):
+        """Clock from the start of batch ``warmup`` to the end of training."""
+
+        def __init__(self) -> None:
+            self.start: float | None = None
+            self.end: float | None = None
+            self.first_step = 0
+            self.steps = 0
+
+        def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                                 batch_idx: int) -> None:
+            if batch_idx == warmup and self.start is None:
+                _sync(device)
+                self.start, self.first_step = time.perf_counter(), trainer.global_step
+
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            _sync(device)
+            self.end = time.perf_counter()
+            self.steps = trainer.global_step - self.first_step
+
+    return StepTimer()
+
+
+def run_lightning(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
+    """DenoiserModule + Trainer, no validation, logging, checkpointing or progress bar."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from priorlab.lightning_modules import DenoiserModule
+
+    _reset(cfg)
+    device = torch.device(cfg.device)
+    total = cfg.warmup + cfg.steps
+    module = DenoiserModule(arch=cfg.arch, in_chans=cfg.in_chans, sigma_range_255=SIGMA_RANGE_255,
+                            val_sigmas_255=(), compile=cfg.compile, channels_last=cfg.channels_last)
+    if cfg.lightning_data == "device":
+        data: Any = DeviceBatches(patches, total)
+    elif cfg.lightning_data == "loader":
+        flat = patches.cpu().flatten(0, 1)
+        index = torch.arange(total * cfg.batch) % len(flat)  # the same cycle of batches as the pool
+        data = DataLoader(TensorDataset(flat[index]), batch_size=cfg.batch, shuffle=False,
+                          pin_memory=device.type == "cuda", num_workers=0)
+    else:
+        raise ValueError(f"lightning_data must be 'device' or 'loader', got {cfg.lightning_data!r}")
+    timer = _step_timer(cfg.warmup, device)
+    on_gpu = device.type == "cuda"
+    trainer = pl.Trainer(
+        accelerator="gpu" if on_gpu else "cpu", devices=[device.index or 0] if on_gpu else 1,
+        precision=cfg.precision, max_steps=total, max_epochs=1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, benchmark=torch.backends.cudnn.benchmark,
+        callbacks=[timer],
+    )
+    trainer.fit(module, train_dataloaders=data)
+    if timer.start is None or timer.end is None or timer.steps <= 0:
+        raise RuntimeError(f"Lightning ran {trainer.global_step} steps; need more than warmup={cfg.warmup}")
+    seconds = timer.end - timer.start
+    loss = trainer.callback_metrics.get("train/loss", torch.tensor(float("nan")))
+    return Throughput("priorlab + Lightning", timer.steps, seconds, timer.steps * cfg.batch / seconds,
+                      float(loss), _peak_memory(device))
+
+
+# ---- report ----------------------------------------------------------------------------------------
+def _rate(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def markdown_rows(cfg: BenchConfig, plain: Throughput, lightning: Throughput, machine: dict[str, Any]) -> str:
+    """Table header and one row, ready to paste into docs/benchmarks.md."""
+    hw = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_count']} cores)"
+    header = ("| machine | arch | C | patch | batch | precision | compile | channels-last | Lightning data | "
+              "plain img/s | Lightning img/s | Lightning/plain |")
+    row = (f"| {hw} | {cfg.arch} | {cfg.in_chans} | {cfg.patch} | {cfg.batch} | {cfg.precision} | "
+           f"{'yes' if cfg.compile else 'no'} | {'yes' if cfg.channels_last else 'no'} | {cfg.lightning_data} | "
+           f"{_rate(plain.images_per_second)} | {_rate(lightning.images_per_second)} | "
+           f"{lightning.images_per_second / plain.images_per_second:.3f} |")
+    columns = len(header.strip("|").split("|"))
+    return "\n".join([header, "|" + "---|" * columns, row])
+
+
+def write_json(path: Path, payload: dict[str, Any], overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise SystemExit(f"{path} exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; results are for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="dncnn: bf_dncnn, 1 ch, 50×50; unet: bf_unet, 3 ch, 64×64 "
+                        "(explicit --arch/--in-chans/--patch win)")
+    p.add_argument("--arch", help="registry name (default bf_dncnn)")
+    p.add_argument("--in-chans", type=int, help="image channels (default 1)")
+    p.add_argument("--patch", type=int, help="patch size in pixels (default 50)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=200, help="timed optimizer steps")
+    p.add_argument("--warmup", type=int, default=30, help="untimed steps first (compilation, autotuning)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="default: bf16-mixed on CUDA, 32-true on CPU")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--lightning-data", choices=("device", "loader"), default="device",
+                   help="device: the same pre-made device tensors (default, fair); loader: a DataLoader over "
+                        "CPU tensors with pinned memory (adds the host-to-device copy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 avoids OpenMP thrashing on a busy machine)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT",
+                   help="write the numbers and the machine here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    args = p.parse_args(argv)
+    preset = PRESETS[args.preset] if args.preset else {}
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but CUDA is not available; use --device cpu")
+    if min(args.batch, args.steps) < 1 or args.warmup < 0:
+        p.error("--batch and --steps must be >= 1 and --warmup >= 0")
+    cfg = BenchConfig(
+        arch=args.arch or preset.get("arch", "bf_dncnn"),
+        in_chans=args.in_chans or preset.get("in_chans", 1),
+        patch=args.patch or preset.get("patch", 50),
+        batch=args.batch, steps=args.steps, warmup=args.warmup,
+        precision=args.precision or ("bf16-mixed" if device.type == "cuda" else "32-true"),
+        compile=args.compile, channels_last=args.channels_last, device=str(device), seed=args.seed,
+        lightning_data=args.lightning_data,
+    )
+    return replace(cfg, pool=min(cfg.pool, cfg.warmup + cfg.steps)), args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from priorlab.benchmarks import describe_machine
+
+    cfg, args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.json is not None and args.json.exists() and not args.overwrite:
+        raise SystemExit(f"{args.json} exists; pass --overwrite to replace it")
+    # The same cuDNN autotuning for both (Lightning's Trainer(benchmark=...) is given this value).
+    torch.backends.cudnn.benchmark = torch.device(cfg.device).type == "cuda"
+    patches = make_patches(cfg)
+    plain = run_plain(cfg, patches)
+    lightning = run_lightning(cfg, patches)
+    machine = describe_machine(cfg.device) | {"torch_threads": torch.get_num_threads()}
+    print(f"config: {asdict(cfg)}")
+    for r in (plain, lightning):
+        mem = f", peak {r.peak_memory_gib:.2f} GiB" if r.peak_memory_gib is not None else ""
+        print(f"{r.name:>22}: {r.images_per_second:10,.1f} img/s ({1e3 * r.seconds / r.steps:.2f} ms/step "
+              f"over {r.steps} steps, final loss {r.final_loss:.4g}{mem})")
+    ratio = lightning.images_per_second / plain.images_per_second
+    print(f"{'Lightning/plain':>22}: {ratio:.3f}")
+    print()
+    print(markdown_rows(cfg, plain, lightning, machine))
+    if args.json is not None:
+        write_json(args.json, {"config": asdict(cfg), "plain": asdict(plain), "lightning": asdict(lightning),
+                               "ratio_lightning_over_plain": ratio, "machine": machine,
+                               "command": ["python", *sys.argv]}, args.overwrite)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

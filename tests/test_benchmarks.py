@@ -1,0 +1,163 @@
+"""Benchmarks: denoising-quality protocol (library) and the training-throughput script (tiny, CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from priorlab.benchmarks import (
+    BF_DNCNN_BSD68,
+    DenoisingRecord,
+    benchmark_noise,
+    evaluate_bm3d,
+    evaluate_denoiser,
+    format_markdown_table,
+    noise_seed,
+    noisy_image,
+    summarize,
+)
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _smooth(channels: int = 1, size: int = 32, phase: float = 0.0) -> torch.Tensor:
+    """A smooth image in [0.2, 0.8] (C, size, size)."""
+    t = torch.linspace(0, math.pi, size)
+    img = 0.5 + 0.3 * torch.sin(t[:, None] + phase) * torch.cos(t[None, :])
+    return img.expand(channels, -1, -1).clone()
+
+
+def _identity(y: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+    return y.clone()
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- noise -----------------------------------------------------------------------------------------
+def test_noise_is_deterministic_and_distinct_across_images_and_sigmas():
+    a = benchmark_noise((1, 16, 16), 25, seed=0, index=3)
+    assert torch.equal(a, benchmark_noise((1, 16, 16), 25.0, seed=0, index=3))
+    z = a / (25 / 255)
+    # Same standard normal draw at another σ would make levels correlated; the seed includes σ.
+    assert not torch.allclose(z, benchmark_noise((1, 16, 16), 50, seed=0, index=3) / (50 / 255))
+    assert not torch.equal(a, benchmark_noise((1, 16, 16), 25, seed=0, index=4))
+    assert not torch.equal(a, benchmark_noise((1, 16, 16), 25, seed=1, index=3))
+    assert noise_seed(0, 1, 25) != noise_seed(1, 0, 25)
+    assert a.dtype == torch.float32 and a.device.type == "cpu"
+
+
+def test_noisy_input_not_clipped_unless_asked():
+    x = torch.full((1, 16, 16), 0.99)
+    y = noisy_image(x, 50, seed=0, index=0)
+    assert y.max() > 1
+    assert noisy_image(x, 50, seed=0, index=0, clip=True).max() <= 1
+
+
+# ---- evaluate_denoiser -----------------------------------------------------------------------------
+def test_identity_denoiser_output_psnr_is_input_psnr_when_input_clipped():
+    images = [_smooth(), _smooth(phase=1.0)]
+    recs = evaluate_denoiser(_identity, images, [10, 50], clip_input=True)
+    assert len(recs) == 4 and [r.sigma_255 for r in recs] == [10, 10, 50, 50]
+    for r in recs:
+        assert r.psnr == pytest.approx(r.psnr_in, abs=1e-4)
+        assert r.psnr_in == pytest.approx(-20 * math.log10(r.sigma_255 / 255), abs=1.0)
+
+
+def test_identity_denoiser_output_clamp_only_helps_when_input_unclipped():
+    x = torch.full((1, 16, 16), 0.95)  # near the top: clamping the output removes error
+    (r,) = evaluate_denoiser(_identity, [x], [50])
+    assert r.psnr > r.psnr_in + 0.5
+
+
+def test_oracle_denoiser_is_perfect_and_batching_does_not_change_results():
+    images = [_smooth(), _smooth(phase=0.5), _smooth(size=24)]
+
+    def oracle(y: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+        # The clean image closest to each noisy one: knows the answer without knowing the index.
+        same = [x for x in images if x.shape == y.shape[1:]]
+        return torch.stack([min(same, key=lambda x: float((yi - x).pow(2).sum())) for yi in y])
+
+    recs = evaluate_denoiser(oracle, images, [25])
+    assert all(r.psnr == math.inf or r.psnr > 100 for r in recs)
+    assert all(r.ssim == pytest.approx(1.0) for r in recs)
+    one = evaluate_denoiser(_identity, images, [25], batch_size=1)
+    two = evaluate_denoiser(_identity, images, [25], batch_size=2)  # sizes differ: batches [0, 1], [2]
+    assert [r.psnr for r in one] == pytest.approx([r.psnr for r in two])
+    assert [r.ssim for r in one] == pytest.approx([r.ssim for r in two])
+    assert [r.psnr_in for r in one] == [r.psnr_in for r in two]
+
+
+def test_evaluate_denoiser_rejects_out_of_range_images():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        evaluate_denoiser(_identity, [torch.full((1, 8, 8), 2.0)], [25])
+
+
+def test_summary_and_markdown_table():
+    recs = evaluate_denoiser(_identity, [_smooth(), _smooth(phase=1.0)], [10, 25], dataset="bsd68",
+                             method="id", names=["a.png", "b.png"])
+    summary = summarize(recs)
+    assert set(summary) == {("id", "bsd68", 10.0), ("id", "bsd68", 25.0)}
+    assert summary[("id", "bsd68", 10.0)]["n"] == 2
+    table = format_markdown_table(summary)
+    assert "BF-DnCNN" in table and f"{BF_DNCNN_BSD68.psnr[10]:.2f}" in table
+    assert "29.16" in table  # DnCNN-B at σ = 25
+    assert len(table.strip().splitlines()) == 4
+
+
+# ---- BM3D ------------------------------------------------------------------------------------------
+def test_bm3d_sees_the_same_noise_and_improves_a_smooth_image():
+    pytest.importorskip("bm3d")
+    x = _smooth()
+    cache: dict = {}
+    (rec,) = evaluate_bm3d([x], [25], seed=7, cache=cache)
+    (ident,) = evaluate_denoiser(_identity, [x], [25], seed=7)
+    assert rec.psnr_in == ident.psnr_in  # identical noisy input
+    assert rec.psnr > rec.psnr_in + 3
+    assert len(cache) == 1
+    (again,) = evaluate_bm3d([x], [25], seed=7, cache=cache)
+    assert again == rec  # served from the cache
+    fake = {k: {**v, "psnr": 99.0} for k, v in cache.items()}
+    assert evaluate_bm3d([x], [25], seed=7, cache=fake)[0].psnr == 99.0
+
+
+def test_bm3d_color():
+    pytest.importorskip("bm3d")
+    x = torch.stack([_smooth()[0], _smooth(phase=0.7)[0], _smooth(phase=1.4)[0]])
+    (rec,) = evaluate_bm3d([x], [25])
+    assert isinstance(rec, DenoisingRecord) and rec.psnr > rec.psnr_in + 3
+
+
+# ---- training throughput script --------------------------------------------------------------------
+def test_train_throughput_runs_both_loops_on_cpu():
+    bench = _load_script("train_throughput")
+    cfg, _ = bench.parse_args(["--arch", "test_bf_dncnn", "--steps", "2", "--warmup", "1", "--batch", "2",
+                               "--patch", "16", "--device", "cpu", "--precision", "32-true"])
+    patches = bench.make_patches(cfg)
+    assert patches.shape == (3, 2, 1, 16, 16)
+    plain = bench.run_plain(cfg, patches)
+    lightning = bench.run_lightning(cfg, patches)
+    assert plain.steps == lightning.steps == 2
+    assert plain.images_per_second > 0 and lightning.images_per_second > 0
+    # Same init, same data, same RNG stream: the two loops do the same arithmetic.
+    assert lightning.final_loss == pytest.approx(plain.final_loss, rel=1e-4)
+    rows = bench.markdown_rows(cfg, plain, lightning, {"cpu": "test", "cpu_count": 1})
+    assert rows.count("\n") == 2 and "test_bf_dncnn" in rows
+
+
+def test_train_throughput_presets():
+    bench = _load_script("train_throughput")
+    cfg, _ = bench.parse_args(["--preset", "unet", "--device", "cpu"])
+    assert (cfg.arch, cfg.in_chans, cfg.patch, cfg.precision) == ("bf_unet", 3, 64, "32-true")
+    cfg, _ = bench.parse_args(["--preset", "dncnn", "--patch", "40", "--device", "cpu"])
+    assert (cfg.arch, cfg.in_chans, cfg.patch) == ("bf_dncnn", 1, 40)
