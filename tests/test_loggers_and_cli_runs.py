@@ -1,0 +1,76 @@
+"""End-to-end runs of the LightningCLI on tiny settings, and image logging to TensorBoard / wandb."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+from priorlab.cli import main
+from priorlab.lightning_modules import DenoiseFigure
+from priorlab.zoo import load_checkpoint
+from tests.helpers import tiny_data, tiny_module, tiny_trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model.init_args.arch", "test_bf_dncnn", "--data.init_args.patches_per_epoch", "16",
+        "--data.init_args.batch_size", "8", "--data.init_args.patch_size", "16", "--data.init_args.val_max_size", "32",
+        "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1"]
+
+
+@pytest.mark.slow
+def test_quickstart_config_fits_and_tests_through_the_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.max_epochs", "2",
+          "--trainer.limit_val_batches", "2"])
+    run = tmp_path / "runs" / "quickstart" / "version_0"
+    assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
+    figure = run / "figures" / "denoised_sigma25.png"
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    last = run / "checkpoints" / "last.ckpt"
+    net = load_checkpoint(last)
+    assert net.arch_config["architecture"] == "test_bf_dncnn"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/psnr", "val/psnr_25"} <= set(header)
+    capsys.readouterr()
+    main(["test", "--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.limit_test_batches", "2",
+          "--ckpt_path", str(last)])
+    assert "test/psnr_25" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_import_priorlab_is_light():
+    code = "import sys, priorlab; print(sorted(m for m in ('lightning', 'timm', 'datasets', 'wandb', " \
+           "'huggingface_hub', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_figures_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb")
+    tiny_trainer(tmp_path, logger=logger, callbacks=[DenoiseFigure(max_images=2, crop=32)]).fit(
+        tiny_module(), datamodule=tiny_data())
+    acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    acc.Reload()
+    assert "denoised_sigma25" in acc.Tags()["images"]
+    assert any(t.startswith("val/psnr") for t in acc.Tags()["scalars"])
+
+
+@pytest.mark.slow
+def test_figures_reach_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    logger = WandbLogger(project="priorlab-test", save_dir=str(tmp_path), offline=True)
+    tiny_trainer(tmp_path, logger=logger, callbacks=[DenoiseFigure(max_images=2, crop=32)]).fit(
+        tiny_module(), datamodule=tiny_data())
+    import wandb
+
+    wandb.finish()
+    media = list(tmp_path.rglob("media/images/*.png"))
+    assert media, f"no wandb media under {tmp_path}"
+    assert torch.tensor(len(media)) >= 1
