@@ -1,0 +1,58 @@
+"""Command line of priorlab: the only place that parses arguments and does the commands' file I/O.
+
+``priorlab fit|validate|test|predict`` is a LightningCLI (:mod:`priorlab.cli.lightning`); every other
+command is a module of this package with ``build_parser()`` and ``run(args) -> int``, listed in
+:data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from priorlab.cli.io import read_image, write_image
+
+# command name -> (module under priorlab.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "denoise": ("denoise", "denoise an image file with a trained denoiser"),
+}
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+# Errors a command reports as one line (exit code 2) instead of a traceback: bad input from the user.
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, TypeError, KeyError)
+
+
+def usage() -> str:
+    lines = ["priorlab: learn, inspect and use image priors through denoisers.", "", "Commands:",
+             "  fit | validate | test | predict   Lightning commands configured by YAML, e.g.",
+             "                                    priorlab fit --config configs/quickstart.yaml"]
+    lines += [f"  {name:<34}{text} (priorlab {name} -h)" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        if not args:
+            return 0
+    if args and args[0] in COMMANDS:
+        module = importlib.import_module(f"priorlab.cli.{COMMANDS[args[0]][0]}")
+        try:
+            return module.run(args[1:])
+        except USER_ERRORS as err:
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"priorlab {args[0]}: error: {msg}", file=sys.stderr)
+            return 2
+    if args and args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
+        print(f"priorlab: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    from priorlab.cli.lightning import run_lightning_cli
+
+    # args=None lets LightningCLI read sys.argv itself (it warns when given both).
+    run_lightning_cli(None if argv is None else args)
+    return 0
+
+
+__all__ = ["COMMANDS", "main", "read_image", "write_image"]

@@ -1,0 +1,58 @@
+"""File I/O of the commands: reading and writing images, guarding outputs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def read_image(path: str | Path, *, convert: str = "none"):
+    """Read an image file as a (C, H, W) float tensor in [0, 1], keeping its channel count.
+
+    Gray files (8- or 16-bit) give 1 channel, color files 3 (alpha dropped, palettes expanded).
+    ``convert`` = ``gray`` (ITU-R 601 luma) or ``rgb`` forces the channel count.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from priorlab.datamodules.images import read_image as read_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            native = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+        return read_file(path, {"gray": 1, "rgb": 3}.get(convert, native))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read {path} as an image ({err}); use PNG, JPEG, TIFF or BMP") from err
+
+
+def write_image(x, path: str | Path) -> Path:
+    """Write a (C, H, W) tensor in [0, 1] as an 8-bit image, atomically (temporary file, then rename)."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    arr = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(dtype=__import__("torch").uint8).numpy()
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
+    os.close(fd)
+    try:
+        img.save(tmp, format=None if path.suffix else "PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def check_output(path: Path, inputs: list[Path], overwrite: bool) -> None:
+    for p in inputs:
+        if p.exists() and path.exists() and path.resolve() == p.resolve():
+            raise ValueError(f"refusing to write the output over the input file {p}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if path.suffix.lower() not in ("", ".png", ".tif", ".tiff", ".bmp"):
+        raise ValueError(f"write outputs as lossless PNG/TIFF/BMP, not {path.suffix!r}")
