@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from priorlab.files import write_text_atomic
 
 PRESETS: dict[str, dict[str, Any]] = {
     "dncnn": {"arch": "bf_dncnn", "in_chans": 1, "patch": 50},  # BF-DnCNN recipe (algorithms.md §2.6)
@@ -238,18 +238,7 @@ def markdown_rows(cfg: BenchConfig, plain: Throughput, lightning: Throughput, ma
 def write_json(path: Path, payload: dict[str, Any], overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise SystemExit(f"{path} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:

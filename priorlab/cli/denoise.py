@@ -28,7 +28,7 @@ def build_parser():
                    help="also write a PNG figure noisy | denoised | clean with PSNRs")
     p.add_argument("--save_noisy", type=str | None, default=None, help="also write the noisy input (PNG)")
     p.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:1 …")
-    p.add_argument("--overwrite", type=bool, default=False, help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from priorlab.files import atomic_path
 
 
 def read_image(path: str | Path, *, convert: str = "none"):
@@ -31,20 +31,14 @@ def read_image(path: str | Path, *, convert: str = "none"):
 def write_image(x, path: str | Path) -> Path:
     """Write a (C, H, W) tensor in [0, 1] as an 8-bit image, atomically (temporary file, then rename)."""
     import numpy as np
+    import torch
     from PIL import Image
 
     path = Path(path)
-    arr = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(dtype=__import__("torch").uint8).numpy()
+    arr = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format=None if path.suffix else "PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
