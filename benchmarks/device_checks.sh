@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GPU checks for one short device session (see docs/benchmarks.md): training throughput of BF-DnCNN
+# (50x50 gray) and BF-UNet (64x64 RGB), batch 128, bf16, channels_last, with and without compile, each
+# through a plain PyTorch loop and through DenoiserModule + Lightning's Trainer in the same process.
+# Runs from the repository root without installing priorlab (PYTHONPATH); writes JSON + log under $OUT.
+#   OUT=/tmp/out bash benchmarks/device_checks.sh               # on the GPU machine
+#   OUT=/tmp/out DEVICE=cpu STEPS=2 WARMUP=1 BATCH=4 ARCH_DNCNN=test_bf_dncnn ARCH_UNET=test_bf_unet \
+#     bash benchmarks/device_checks.sh                          # smoke test on a CPU
+set -uo pipefail
+OUT=${OUT:?set OUT to an output folder}
+DEVICE=${DEVICE:-cuda}
+STEPS=${STEPS:-200}
+WARMUP=${WARMUP:-30}
+BATCH=${BATCH:-128}
+PRECISION=${PRECISION:-bf16-mixed}
+ARCH_DNCNN=${ARCH_DNCNN:-bf_dncnn}
+ARCH_UNET=${ARCH_UNET:-bf_unet}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+  python -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"; } \
+  | tee "$OUT/machine.txt"
+status=0
+for preset in dncnn unet; do
+  arch=$([ "$preset" = dncnn ] && echo "$ARCH_DNCNN" || echo "$ARCH_UNET")
+  for compile in --no-compile --compile; do
+    name="throughput_${preset}${compile/--/_}.json"
+    python benchmarks/train_throughput.py --preset "$preset" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
+      --warmup "$WARMUP" --precision "$PRECISION" --channels-last "$compile" --device "$DEVICE" \
+      --json "$OUT/$name" --overwrite 2>&1 | grep -v "^INFO\|Tip" | tee -a "$OUT/throughput.log" || status=1
+  done
+done
+exit $status
