@@ -159,3 +159,26 @@ def test_two_process_ddp_matches_one_process_on_the_full_batch(tmp_path, monkeyp
         got = torch.load(tmp_path / f"grads_2_{rank}.pt")
         for name, g in ref.items():
             torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_ema_network_denoises_early_in_training(tmp_path):
+    """Averaged running statistics must not lag far behind (regression: eval-mode identity after EMA)."""
+    torch.manual_seed(0)
+    module = tiny_module(lr=3e-3, sigma_range_255=(20.0, 40.0))
+    _, _, last = _fit(tmp_path, module, tiny_data(patches_per_epoch=320), max_steps=40, limit_val_batches=0,
+                      callbacks=[EMAWeightAveraging(decay=0.95)])
+    ema_net = load_checkpoint(last)
+    raw_net = load_checkpoint(last)
+    raw = torch.load(last, weights_only=True)["current_model_state"]
+    raw_net.load_state_dict({k[len("net."):]: v for k, v in raw.items() if k.startswith("net.")})
+    held_out = tiny_data(patches_per_epoch=32, batch_size=32, seed=1)
+    held_out.setup("fit")
+    x = next(iter(held_out.train_dataloader()))
+    y = x + (30 / 255) * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mse_ema, mse_raw = ((n(y) - x).pow(2).mean().item() for n in (ema_net, raw_net))
+    mse_in = (y - x).pow(2).mean().item()
+    assert mse_raw < 0.8 * mse_in, (mse_raw, mse_in)
+    # Without the batch-norm warm start the averaged running variances lag so far behind that the
+    # averaged network is close to the identity here (measured: 0.98 of the input MSE; 0.66 with it).
+    assert mse_ema < 0.8 * mse_in, (mse_ema, mse_raw, mse_in)

@@ -108,11 +108,29 @@ def test_bf_batchnorm_matches_hand_computation():
     std = x.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1, unbiased=True)
     expected = x * (bn.weight.detach() / (std + 1e-5)).view(1, 3, 1, 1)
     torch.testing.assert_close(out, expected)
-    torch.testing.assert_close(bn.running_var, 0.9 * torch.ones(3) + 0.1 * std**2)
+    torch.testing.assert_close(bn.running_var, std**2)  # warm start: the first batch is copied
+    x2 = torch.randn(4, 3, 5, 6) * 2.0
+    bn(x2)
+    std2 = x2.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1, unbiased=True)
+    torch.testing.assert_close(bn.running_var, 0.9 * std**2 + 0.1 * std2**2)
     out_eval = bn.eval()(x)
     expected_eval = x * (bn.weight.detach() / (bn.running_var.sqrt() + 1e-5)).view(1, 3, 1, 1)
     torch.testing.assert_close(out_eval, expected_eval)
-    assert set(bn.state_dict()) == {"weight", "running_var"}
+    assert set(bn.state_dict()) == {"weight", "running_var", "stats_initialized"}
+
+
+def test_biased_batchnorm_warm_starts_too():
+    from priorlab.zoo.layers import batch_norm
+
+    bn = batch_norm(3, bias=True).train()
+    x = torch.randn(4, 3, 5, 6) * 0.01 + 2.0
+    bn(x)
+    flat = x.permute(1, 0, 2, 3).reshape(3, -1)
+    torch.testing.assert_close(bn.running_mean, flat.mean(dim=1))
+    torch.testing.assert_close(bn.running_var, flat.var(dim=1, unbiased=True))
+    assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 1
+    bn(x * 0 + 1.0)
+    torch.testing.assert_close(bn.running_mean, 0.9 * flat.mean(dim=1) + 0.1)
 
 
 def test_bf_batchnorm_gain_init_follows_reference():

@@ -48,7 +48,7 @@ class DimensionalityResult:
 
 def effective_dimensionality(denoiser: Denoiser, patches: torch.Tensor, sigmas: Sequence[float], *,
                              exact: bool = True, probes: int = 32, generator: torch.Generator | None = None,
-                             max_bytes: int = DEFAULT_MAX_BYTES, chunk: int = 64,
+                             max_bytes: int = DEFAULT_MAX_BYTES, chunk: int | None = None,
                              callback: Callable[[int, int], None] | None = None) -> DimensionalityResult:
     """Effective dimensionality of ``denoiser`` at y = x + σz for every patch x and every σ.
 

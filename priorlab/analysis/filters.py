@@ -65,7 +65,7 @@ def effective_radius(filters: torch.Tensor, pixels: torch.Tensor) -> torch.Tenso
 
 def adaptive_filters(denoiser: Denoiser, x: torch.Tensor, pixels: Sequence[tuple[int, int]] | torch.Tensor,
                      sigmas: Sequence[float], *, generator: torch.Generator | None = None,
-                     noisy: torch.Tensor | None = None, chunk: int = 64,
+                     noisy: torch.Tensor | None = None, chunk: int | None = None,
                      callback: Callable[[int, int], None] | None = None) -> AdaptiveFilters:
     """Rows of A_y at ``pixels`` for y = x + σz at each σ (one VJP per row).
 
@@ -115,7 +115,7 @@ class AdaptiveBasis:
 
 def adaptive_basis(denoiser: Denoiser, y: torch.Tensor, sigma: float | None = None, *, k: int = 16,
                    mode: str = "auto", iters: int = 20, generator: torch.Generator | None = None,
-                   max_bytes: int = DEFAULT_MAX_BYTES, chunk: int = 64,
+                   max_bytes: int = DEFAULT_MAX_BYTES, chunk: int | None = None,
                    callback: Callable[[int, int], None] | None = None) -> AdaptiveBasis:
     """The adaptive basis of the denoiser at the noisy input ``y`` (C, H, W) or (1, C, H, W).
 

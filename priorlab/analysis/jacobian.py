@@ -74,22 +74,25 @@ class JacobianOperator:
         denoiser: any :class:`~priorlab.core.Denoiser`; run in eval mode (see :func:`eval_mode`).
         y: the input, (C, H, W) or (1, C, H, W).
         sigma: passed through to the denoiser (blind networks ignore it), [0, 1] units.
-        chunk: vectors per batched forward/backward pass.
+        chunk: vectors per batched forward/backward pass (the input is replicated that many times);
+            default min(64, 2²⁰ // N), which bounds the activations kept for the backward pass.
 
     Attributes:
         shape: (C, H, W); numel: N.
         denoised: x̂(y), (C, H, W), detached.
     """
 
-    def __init__(self, denoiser: Denoiser, y: torch.Tensor, sigma: float | None = None, *, chunk: int = 64) -> None:
+    def __init__(self, denoiser: Denoiser, y: torch.Tensor, sigma: float | None = None, *,
+                 chunk: int | None = None) -> None:
         if y.ndim == 4:
             if y.shape[0] != 1:
                 raise ValueError(f"the Jacobian is taken at one image; got a batch of {y.shape[0]}")
             y = y[0]
         if y.ndim != 3:
             raise ValueError(f"y must have shape (C, H, W) or (1, C, H, W), got {tuple(y.shape)}")
-        self.denoiser, self.sigma, self.chunk = denoiser, sigma, max(1, int(chunk))
         self.y = y.detach()
+        self.denoiser, self.sigma = denoiser, sigma
+        self.chunk = max(1, int(chunk) if chunk is not None else min(64, 2**20 // y.numel()))
         self.shape = tuple(y.shape)
         self.numel = y.numel()
         with torch.no_grad(), eval_mode(denoiser):
@@ -236,7 +239,7 @@ class JacobianAnalysis:
 def analyze_jacobian(denoiser: Denoiser, y: torch.Tensor, sigma: float | None = None, *, mode: str = "auto",
                      num_eigen: int = 16, probes: int = 64, iters: int = 20,
                      generator: torch.Generator | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                     keep_matrix: bool = False, chunk: int = 64,
+                     keep_matrix: bool = False, chunk: int | None = None,
                      callback: Callable[[int, int], None] | None = None) -> JacobianAnalysis:
     """Jacobian measures of ``denoiser`` at the input ``y`` (C, H, W) or (1, C, H, W).
 

@@ -15,6 +15,9 @@ from priorlab.cli.io import read_image, write_image
 # command name -> (module under priorlab.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "denoise": ("denoise", "denoise an image file with a trained denoiser"),
+    "analyze": ("analyze", "Jacobian, adaptive filters and basis, effective dimensionality, PSNR vs sigma"),
+    "sample": ("sample", "draw images from a trained prior (coarse-to-fine sampler, Algorithm 1)"),
+    "solve": ("solve", "solve a linear inverse problem with a trained prior (Algorithm 2)"),
 }
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 from priorlab.cli.io import check_output, read_image, write_image
 
@@ -22,7 +23,7 @@ def build_parser():
     p.add_argument("--sigma", type=float | None, default=None, help="add noise of this std (0-255 scale) first")
     p.add_argument("--clean", type=str | None, default=None, help="clean reference image (blind mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
-    p.add_argument("--convert", type=str, default="none", choices=["none", "gray", "rgb"],
+    p.add_argument("--convert", type=Literal["none", "gray", "rgb"], default="none",
                    help="convert the input to gray (luminance) or RGB to match the model")
     p.add_argument("--figure", type=str | None, default=None,
                    help="also write a PNG figure noisy | denoised | clean with PSNRs")

@@ -97,6 +97,9 @@ def ascend(denoiser, y0: torch.Tensor, *, direction: Direction | None, h0: float
         Alg. 1, step 3; for Algorithm 2 this final denoise is unconstrained).
     """
     _check_params(h0, beta, sigma0, sigma_final, max_steps)
+    if isinstance(denoiser, torch.nn.Module) and denoiser.training:
+        # Trap §13.3: bias-free batch norm is only homogeneous (and deterministic) with running statistics.
+        raise ValueError("the denoiser is in training mode; call denoiser.eval() before sampling")
     batch = y0.shape[0]
     n = math.prod(y0.shape[1:])
     y = y0.clone()

@@ -320,8 +320,8 @@ def spectral_lowpass(image_shape: ImageShape, fraction: float, *, shape: str = "
     The kept set is conjugate-symmetric by construction (it depends on |f| only), so MMᵀ is an exact
     orthogonal projection, unlike the reference code's mask (trap §13.9). ``fraction`` is the kept
     fraction of the H·W real coefficients per channel: the round(fraction·H·W) lowest frequencies
-    by the chosen norm (ties broken by index, keeping pairs together since both members of a pair
-    share |f|).
+    by the chosen norm (ties broken by the other norm, then by frequency index, which keeps the
+    real and imaginary parts of a conjugate pair together).
 
     Args:
         image_shape: (C, H, W).
@@ -336,14 +336,18 @@ def spectral_lowpass(image_shape: ImageShape, fraction: float, *, shape: str = "
     basis = _RealFourier(h, w)
     fy = torch.fft.fftfreq(h, dtype=torch.float64).abs()
     fx = torch.fft.fftfreq(w, dtype=torch.float64).abs()
-    radius = (torch.maximum(fy[:, None], fx[None, :]) if shape == "square"
-              else torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)).flatten()
-    r = radius[basis.order()]
+    square = torch.maximum(fy[:, None], fx[None, :]).flatten()
+    disk = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2).flatten()
+    primary, secondary = (square, disk) if shape == "square" else (disk, square)
+    freq = basis.order()
     k = min(max(round(fraction * h * w), 1), h * w)
-    # Keep whole frequency shells (same radius) so that the rows stay conjugate-symmetric and the
-    # band is isotropic: the cut is the radius of the k-th smallest coefficient.
-    cut = r.sort().values[k - 1]
-    keep = (r <= cut + 1e-12).expand(c, -1).clone()
+    # Lexicographic order (primary, secondary, frequency index) by stable sorts, last key first.
+    order = torch.arange(freq.numel())
+    for key in (freq.to(torch.float64), secondary[freq], primary[freq]):
+        order = order[key[order].sort(stable=True).indices]
+    keep = torch.zeros(h * w, dtype=torch.bool)
+    keep[order[:k]] = True
+    keep = keep.expand(c, -1).clone()
     op = FourierSubset(image_shape, keep)
     op.name = "spectral-lowpass"
     return op

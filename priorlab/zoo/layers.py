@@ -27,6 +27,12 @@ class BFBatchNorm2d(nn.Module):
     ε is added to the standard deviation, not inside the square root, exactly as the reference, so
     released reference checkpoints reproduce their published numbers.
 
+    Running statistics start from the first training batch (its variance is copied, later batches
+    are blended in with ``momentum``) instead of from 1. The forward pass is the reference's; the
+    warm start matters when the weights are averaged (EMA): an average that starts from a running
+    variance of 1 while the true activation variance is ~1e-3 makes the eval-mode network nearly
+    the identity for thousands of steps. ``stats_initialized`` (0 or 1) records it.
+
     Setting the attribute ``sync = True`` (see :func:`set_sync_batchnorm`) computes the training
     statistics over all processes of a ``torch.distributed`` run, so DDP on B/k images per device
     trains exactly like one process on B images.
@@ -44,6 +50,7 @@ class BFBatchNorm2d(nn.Module):
         self.momentum = momentum
         self.weight = nn.Parameter(torch.empty(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("stats_initialized", torch.zeros(()))
         self.sync = False
         self.reset_parameters()
 
@@ -52,6 +59,7 @@ class BFBatchNorm2d(nn.Module):
         with torch.no_grad():
             self.weight.normal_(0.0, math.sqrt(2.0 / 9.0 / 64.0)).clamp_(-0.025, 0.025)
         self.running_var.fill_(1.0)
+        self.stats_initialized.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
@@ -59,7 +67,10 @@ class BFBatchNorm2d(nn.Module):
             xf = x.float().transpose(0, 1).flatten(1)
             var = _global_var(xf) if self.sync and _distributed() else xf.var(dim=1, unbiased=True)
             with torch.no_grad():
-                self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
+                # Branch-free warm start (no host sync, compiles): weight 1 on the first batch.
+                rate = torch.where(self.stats_initialized > 0, self.momentum, 1.0)
+                self.running_var.lerp_(var.detach().to(self.running_var.dtype), rate.to(self.running_var.dtype))
+                self.stats_initialized.fill_(1.0)
             std = var.sqrt()
         else:
             std = self.running_var.sqrt()
@@ -99,9 +110,25 @@ def conv3x3(in_ch: int, out_ch: int, *, bias: bool) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=bias)
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """Ordinary batch norm (the biased counterpart) with the same warm start as :class:`BFBatchNorm2d`.
+
+    The first training batch sets the running mean and variance; later ones use ``momentum``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.num_batches_tracked.item() == 0:
+            momentum, self.momentum = self.momentum, 1.0
+            try:
+                return super().forward(x)
+            finally:
+                self.momentum = momentum
+        return super().forward(x)
+
+
 def batch_norm(channels: int, *, bias: bool) -> nn.Module:
-    """Bias-free batch norm, or ordinary ``nn.BatchNorm2d`` for the biased counterpart."""
-    return nn.BatchNorm2d(channels) if bias else BFBatchNorm2d(channels)
+    """Bias-free batch norm, or ordinary batch norm (with bias β and mean) for the biased counterpart."""
+    return BatchNorm2d(channels) if bias else BFBatchNorm2d(channels)
 
 
 def init_kaiming(module: nn.Module) -> None:
