@@ -119,6 +119,15 @@ def test_bf_batchnorm_matches_hand_computation():
     assert set(bn.state_dict()) == {"weight", "running_var", "stats_initialized"}
 
 
+def test_bf_batchnorm_loads_weights_saved_without_the_warm_start_flag():
+    bn = BFBatchNorm2d(2)
+    old = {"weight": torch.tensor([0.5, 0.25]), "running_var": torch.tensor([4.0, 9.0])}
+    bn.load_state_dict(old, strict=True)
+    assert float(bn.stats_initialized) == 1.0
+    with pytest.raises(RuntimeError, match="Missing"):
+        bn.load_state_dict({"weight": torch.ones(2)}, strict=True)
+
+
 def test_biased_batchnorm_warm_starts_too():
     from priorlab.zoo.layers import batch_norm
 

@@ -61,6 +61,12 @@ class BFBatchNorm2d(nn.Module):
         self.running_var.fill_(1.0)
         self.stats_initialized.zero_()
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Weights saved before the warm start existed (and converted reference checkpoints) carry
+        # trained running statistics but no flag: mark them initialized rather than failing.
+        state_dict.setdefault(prefix + "stats_initialized", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             # Statistics in float32 even under autocast: the variance of small activations underflows in bf16.
