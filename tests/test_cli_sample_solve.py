@@ -7,20 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
 from priorlab.cli import main, read_image
 from tests.helpers import tiny_data, tiny_module, tiny_trainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

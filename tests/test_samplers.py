@@ -13,13 +13,7 @@ from priorlab.samplers import StepState, energy_denoiser, sample_adaptive, step_
 FIELD = GaussianField(16, alpha=2.0, variance=0.05, mean=0.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many tiny ops: one intra-op thread is ~10x faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blind_wiener(field: GaussianField):

@@ -10,6 +10,15 @@ from pathlib import Path
 from priorlab.cli.io import check_output, write_image
 
 
+def add_ascent_arguments(p, *, beta: float) -> None:
+    """Options of the coarse-to-fine ascent shared by ``sample`` and ``solve`` (algorithms.md §4.3)."""
+    p.add_argument("--beta", type=float, default=beta,
+                   help="noise injection: 1 = none, smaller = more noise and more steps")
+    p.add_argument("--h0", type=float, default=0.01, help="initial step size (grows as h0 t / (1 + h0 (t - 1)))")
+    p.add_argument("--sigma0", type=float, default=1.0, help="std of the initial noise ([0, 1] scale)")
+    p.add_argument("--sigma_final", type=float, default=0.01, help="stop a chain when its sigma_t <= this")
+
+
 def build_parser():
     from jsonargparse import ArgumentParser
 
@@ -22,11 +31,7 @@ def build_parser():
                    help="checkpoint written by `priorlab fit` (.ckpt), or a prior's name")
     p.add_argument("--num", type=int, default=16, help="number of samples")
     p.add_argument("--size", type=int, default=64, help="height = width of the samples in pixels")
-    p.add_argument("--beta", type=float, default=0.5,
-                   help="noise injection: 1 = none, smaller = more noise and more steps")
-    p.add_argument("--h0", type=float, default=0.01, help="initial step size (grows as h0 t / (1 + h0 (t - 1)))")
-    p.add_argument("--sigma0", type=float, default=1.0, help="std of the initial noise ([0, 1] scale)")
-    p.add_argument("--sigma_final", type=float, default=0.01, help="stop a sample when sigma_t <= this")
+    add_ascent_arguments(p, beta=0.5)
     p.add_argument("--init_mean", type=float, default=0.5, help="mean of the initial noise image")
     p.add_argument("--max_steps", type=int, default=1000, help="cap on the number of steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial and injected noise")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from priorlab.cli.io import check_output, read_image, write_image
-from priorlab.cli.sample import ProgressBar, write_json
+from priorlab.cli.sample import ProgressBar, add_ascent_arguments, write_json
 
 TASKS = ("inpaint", "pixels", "sr", "deblur", "cs", "demosaic")
 DEFAULT_FRACTION = {"pixels": 0.1, "deblur": 0.1, "cs": 0.1}  # the reference README's examples
@@ -40,10 +40,7 @@ def build_parser():
     p.add_argument("--crop", type=int | None, default=None, help="centre-crop the input to N x N first")
     p.add_argument("--convert", type=Literal["none", "gray", "rgb"], default="none",
                    help="convert the input to gray (luminance) or RGB to match the model")
-    p.add_argument("--beta", type=float, default=0.01, help="noise injection (the 2021 demo uses 0.01)")
-    p.add_argument("--h0", type=float, default=0.01, help="initial step size")
-    p.add_argument("--sigma0", type=float, default=1.0, help="std of the initial noise ([0, 1] scale)")
-    p.add_argument("--sigma_final", type=float, default=0.01, help="stop a chain when sigma_t <= this")
+    add_ascent_arguments(p, beta=0.01)  # the 2021 demo's inverse problems use beta = 0.01
     p.add_argument("--max_steps", type=int, default=2000, help="cap on the number of steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the operator's randomness and of the sampler")
     p.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:1 …")
