@@ -179,3 +179,10 @@ def test_unet_rejects_images_below_minimum_size():
     m = create_model("test_bf_unet").eval()
     with pytest.raises(ValueError, match="minimum size"):
         m(torch.rand(1, 1, 3, 16))
+
+
+def test_load_refuses_unknown_names_and_missing_files(tmp_path):
+    with pytest.raises(KeyError, match="unknown prior 'bf-dncnn-gray'"):
+        zoo.load("bf-dncnn-gray")
+    with pytest.raises(FileNotFoundError):
+        zoo.load(tmp_path / "missing.ckpt")

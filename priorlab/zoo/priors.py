@@ -9,8 +9,8 @@ from torch import nn
 
 from priorlab.zoo.checkpoint import load_checkpoint
 
-# Published priors (name -> where they live) are added here by the model-zoo work; none is bundled yet.
-KNOWN_PRIORS: dict[str, dict] = {}
+# Names of published priors; none is published yet (the model-zoo issue adds them and their loading).
+KNOWN_PRIORS: tuple[str, ...] = ()
 
 
 def load(spec: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -27,8 +27,6 @@ def load(spec: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Mo
     path = Path(spec)
     if path.suffix == ".ckpt" or path.exists() or "/" in str(spec) or "\\" in str(spec):
         return load_checkpoint(path, map_location=map_location)
-    if str(spec) in KNOWN_PRIORS:  # pragma: no cover - filled by the model-zoo work
-        raise NotImplementedError
     known = ", ".join(sorted(KNOWN_PRIORS)) or "none published yet"
     raise KeyError(f"unknown prior {str(spec)!r} (known priors: {known}); pass a checkpoint written by "
                    "`priorlab fit`, e.g. runs/quickstart/version_0/checkpoints/last.ckpt")
