@@ -200,15 +200,21 @@ def _one_crop(cfg, priors, files):
     return spec, net, crop, box
 
 
-def _jacobian(cfg, priors, files, g, meta, paths) -> int:
-    from priorlab.analysis import analyze_jacobian
-    from priorlab.cli.analyze_figures import jacobian_figure
+def _noisy_crop(cfg, priors, files, g):
+    """The one prior, its crop and the crop with noise of level ``--sigma`` added (seeded by ``g``)."""
     from priorlab.core import add_noise, sigma_from_255
-    from priorlab.plotting import save_figure
 
     spec, net, crop, box = _one_crop(cfg, priors, files)
     sigma = sigma_from_255(cfg.sigma)
-    y = add_noise(crop[None], sigma, generator=g)[0][0]
+    return spec, net, crop, box, sigma, add_noise(crop[None], sigma, generator=g)[0][0]
+
+
+def _jacobian(cfg, priors, files, g, meta, paths) -> int:
+    from priorlab.analysis import analyze_jacobian
+    from priorlab.cli.analyze_figures import jacobian_figure
+    from priorlab.plotting import save_figure
+
+    spec, net, crop, box, sigma, y = _noisy_crop(cfg, priors, files, g)
     bar, cb = _bar(crop.numel(), "Jacobian rows")
     with bar:
         r = analyze_jacobian(net, y, sigma, mode=cfg.mode, num_eigen=cfg.num_eigen, probes=cfg.probes,
@@ -276,12 +282,9 @@ def _filters(cfg, priors, files, g, meta, paths) -> int:
 def _basis(cfg, priors, files, g, meta, paths) -> int:
     from priorlab.analysis import adaptive_basis
     from priorlab.cli.analyze_figures import basis_figure
-    from priorlab.core import add_noise, sigma_from_255
     from priorlab.plotting import save_figure
 
-    spec, net, crop, box = _one_crop(cfg, priors, files)
-    sigma = sigma_from_255(cfg.sigma)
-    y = add_noise(crop[None], sigma, generator=g)[0][0]
+    spec, net, crop, box, sigma, y = _noisy_crop(cfg, priors, files, g)
     bar, cb = _bar(crop.numel(), "Jacobian rows")
     with bar:
         r = adaptive_basis(net, y, sigma, k=cfg.num_eigen, mode=cfg.mode, iters=cfg.iters, generator=g,
