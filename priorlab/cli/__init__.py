@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze", "Jacobian, adaptive filters and basis, effective dimensionality, PSNR vs sigma"),
     "sample": ("sample", "draw images from a trained prior (coarse-to-fine sampler, Algorithm 1)"),
     "solve": ("solve", "solve a linear inverse problem with a trained prior (Algorithm 2)"),
+    "zoo": ("zoo", "list the published priors (zoo list) or print a prior's model card (zoo show NAME)"),
+    "export": ("export", "turn a training checkpoint into a publishable prior folder with its model card"),
+    "hub": ("hub", "publish a prior folder to the Hub (hub push) or download one into the cache (hub pull)"),
 }
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -44,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"priorlab.cli.{COMMANDS[args[0]][0]}")
         try:
             return module.run(args[1:])
-        except USER_ERRORS as err:
+        except Exception as err:
+            from priorlab.zoo.hub import HubError
+
+            if not isinstance(err, (*USER_ERRORS, HubError)):
+                raise
             msg = err.args[0] if isinstance(err, KeyError) and err.args else err
             print(f"priorlab {args[0]}: error: {msg}", file=sys.stderr)
             return 2

@@ -1,4 +1,16 @@
-"""Load a prior by name or path: the one entry point commands and users call (``zoo.load``)."""
+"""Load a prior by name, Hub id, folder or checkpoint: the one entry point commands and users call.
+
+``zoo.load`` accepts (timm's conventions, ecosystem.md §3):
+
+* a catalog name, e.g. ``bf-dncnn-small-gray`` (``priorlab zoo list``): bundled priors load from the
+  installed package, published ones from the Hub at their pinned revision with their sha256 checked;
+* ``hf-hub:ORG/REPO[@REVISION]``: any prior folder on the Hub (or on ``HF_ENDPOINT``);
+* ``local-dir:PATH``: a prior folder written by ``priorlab export``;
+* a path to a Lightning checkpoint (``.ckpt``) written by ``priorlab fit`` (EMA weights).
+
+A bare string that contains ``/`` or ``:`` and is not an existing checkpoint is rejected with a hint
+at the prefixes, so a name is never mistaken for a path or a repository.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +19,71 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from priorlab.zoo.artifact import load_folder
+from priorlab.zoo.catalog import PriorEntry, get_prior
 from priorlab.zoo.checkpoint import load_checkpoint
 
-# Names of published priors; none is published yet (the model-zoo issue adds them and their loading).
-KNOWN_PRIORS: tuple[str, ...] = ()
+HUB_PREFIX = "hf-hub:"
+DIR_PREFIX = "local-dir:"
 
 
-def load(spec: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """A trained prior in eval mode, from a checkpoint path (or, once published, a prior's name).
+def resolve_folder(entry: PriorEntry, *, local_files_only: bool = False, force_download: bool = False,
+                   cache_dir: str | Path | None = None) -> Path:
+    """The folder holding a catalog prior: inside the package, or downloaded into the HF cache."""
+    if entry.bundled is not None:
+        folder = entry.bundled_path()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"bundled prior {entry.name} is missing from the installation ({folder}); "
+                                    "reinstall priorlab")
+        return folder
+    from priorlab.zoo.hub import download_prior
+
+    return download_prior(entry.hub_repo, revision=entry.revision, expected_sha256=entry.sha256,
+                          local_files_only=local_files_only, force_download=force_download, cache_dir=cache_dir)
+
+
+def load(spec: str | Path, *, map_location: str | torch.device = "cpu", revision: str | None = None,
+         cache_dir: str | Path | None = None, local_files_only: bool = False) -> nn.Module:
+    """A trained prior in eval mode, with its config attached as ``prior_config``.
 
     Args:
-        spec: path of a priorlab Lightning checkpoint (``.ckpt``), or the name of a published prior.
+        spec: catalog name, ``hf-hub:ORG/REPO[@REVISION]``, ``local-dir:PATH`` or a ``.ckpt`` path.
         map_location: device for the weights.
+        revision: Hub revision for ``hf-hub:`` (overrides ``@REVISION``).
+        cache_dir: Hugging Face cache folder (default: ``HF_HUB_CACHE``).
+        local_files_only: never download; use the cache (also implied by ``HF_HUB_OFFLINE=1``).
 
     Raises:
-        FileNotFoundError: a path that does not exist.
-        KeyError: an unknown prior name.
+        KeyError: unknown catalog name (closest names listed).
+        FileNotFoundError: missing path or file.
+        ValueError: malformed spec, corrupt file, hash mismatch, keys that do not match.
+        priorlab.zoo.hub.HubError: the Hub could not serve the files.
     """
-    path = Path(spec)
-    if path.suffix == ".ckpt" or path.exists() or "/" in str(spec) or "\\" in str(spec):
-        return load_checkpoint(path, map_location=map_location)
-    known = ", ".join(sorted(KNOWN_PRIORS)) or "none published yet"
-    raise KeyError(f"unknown prior {str(spec)!r} (known priors: {known}); pass a checkpoint written by "
-                   "`priorlab fit`, e.g. runs/quickstart/version_0/checkpoints/last.ckpt")
+    text = str(spec)
+    if isinstance(spec, Path) or text.endswith(".ckpt"):
+        return load_checkpoint(Path(spec), map_location=map_location)
+    if text.startswith(DIR_PREFIX):
+        return load_folder(Path(text[len(DIR_PREFIX):]).expanduser(), map_location=map_location)
+    if text.startswith(HUB_PREFIX):
+        from priorlab.zoo.hub import download_prior, parse_hub_source
+
+        source = parse_hub_source(text)
+        folder = download_prior(source.repo_id, revision=revision or source.revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only)
+        net = load_folder(folder, map_location=map_location)
+        net.prior_config["source"] = f"{HUB_PREFIX}{source.repo_id}@{folder.name}"
+        return net
+    if "/" in text or ":" in text or "\\" in text:
+        path = Path(text)
+        if path.is_file():
+            return load_checkpoint(path, map_location=map_location)
+        if path.is_dir():
+            raise ValueError(f"{text!r} is a folder; load a prior folder with 'local-dir:{text}'")
+        raise FileNotFoundError(f"{text!r} is neither a prior name nor an existing file. For a checkpoint give "
+                                f"its path (.ckpt); for a Hub repository write 'hf-hub:{text}'; for a folder "
+                                f"'local-dir:{text}'")
+    entry = get_prior(text)
+    folder = resolve_folder(entry, local_files_only=local_files_only, cache_dir=cache_dir)
+    net = load_folder(folder, map_location=map_location, expected_sha256=entry.sha256)
+    net.prior_config["source"] = entry.name if entry.bundled else f"{HUB_PREFIX}{entry.hub_repo}@{entry.revision}"
+    return net

@@ -85,11 +85,11 @@ def register_model(cls: type[nn.Module], *, family: str, description: str = "", 
         spec.init_args()  # fail at import time on defaults the class does not accept
 
         def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+            cfg = kwargs.pop("pretrained_cfg", None)
             for k in _TIMM_KWARGS:
                 kwargs.pop(k, None)
             if pretrained:
-                raise ValueError(f"no pretrained weights are registered for {name!r}; "
-                                 "load a trained prior with priorlab.zoo.load or a checkpoint instead")
+                return _pretrained(name, cfg, kwargs)
             return _build(spec, kwargs)
 
         entry.__name__ = name
@@ -109,6 +109,23 @@ def _build(spec: ArchSpec, overrides: dict[str, Any]) -> nn.Module:
     # Plain JSON that rebuilds the network: what checkpoints and published config.json files carry.
     model.arch_config = {"architecture": spec.name, "init_args": args}
     return model
+
+
+def _pretrained(name: str, cfg: Any, overrides: dict[str, Any]) -> nn.Module:
+    """Weights of a catalog prior for ``timm.create_model("<name>[.<tag>]", pretrained=True)``."""
+    from priorlab.zoo.catalog import find_timm_tag
+    from priorlab.zoo.priors import load
+
+    # timm passes the tag of "arch.tag" as pretrained_cfg (a string), or a config object with .tag.
+    tag = cfg if isinstance(cfg, str) or cfg is None else getattr(cfg, "tag", None) or (
+        cfg.get("tag") if isinstance(cfg, dict) else None)
+    entry = find_timm_tag(name, tag)
+    net = load(entry.name)
+    changed = {k: v for k, v in overrides.items() if net.arch_config["init_args"].get(k) != v}
+    if changed:
+        raise ValueError(f"pretrained {entry.timm_name} was trained with {net.arch_config['init_args']}; "
+                         f"it cannot be built with {changed}")
+    return net
 
 
 def _resolve(name: str) -> ArchSpec:

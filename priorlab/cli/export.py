@@ -1,0 +1,113 @@
+"""``priorlab export``: a training checkpoint → the published folder (config.json, weights, model card)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def build_parser():
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(prog="priorlab export", description=(
+        "Turn a checkpoint written by `priorlab fit` (its EMA weights) into a prior folder: config.json, "
+        "model.safetensors and README.md (the model card, with the measured metrics). Publish it with "
+        "`priorlab hub push`, load it with zoo.load('local-dir:DIR')."))
+    p.add_argument("--ckpt", type=str, required=True, help="checkpoint written by `priorlab fit` (.ckpt)")
+    p.add_argument("--out", type=str, required=True, help="output folder (must be new or empty)")
+    p.add_argument("--name", type=str | None, default=None, help="the prior's name, e.g. bf-dncnn-gray")
+    p.add_argument("--metrics", type=str | None, default=None, help=(
+        "JSON of measured results: the output of benchmarks/denoise_quality.py --json, or a list of "
+        "flat records (dataset, sigma_255, psnr, ssim, bm3d_psnr, ...)"))
+    p.add_argument("--model_label", type=str | None, default=None,
+                   help="which method of the --metrics benchmark JSON is this checkpoint (default: the only one)")
+    p.add_argument("--training", type=str | None, default=None,
+                   help="JSON file of training provenance (data, recipe, command, hardware, duration, date...)")
+    p.add_argument("--data", type=str | None, default=None, help="training data, one line (added to the provenance)")
+    p.add_argument("--summary", type=str | None, default=None, help="first paragraph of the card")
+    p.add_argument("--timm_name", type=str | None, default=None, help="arch.tag when the prior has a timm name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace config.json, model.safetensors and README.md in an existing folder")
+    return p
+
+
+def _read_json(path: str, what: str) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file not found: {p}")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} file {p} is not valid JSON: {err}") from err
+
+
+def metrics_from_benchmark(payload: dict[str, Any], label: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Card metrics (per dataset and σ) from the JSON of ``benchmarks/denoise_quality.py``.
+
+    BM3D and published numbers on the same dataset and σ are put beside the model's.
+
+    Returns:
+        (metrics, the command that measured them).
+    """
+    from priorlab.benchmarks.denoising import PUBLISHED, DenoisingRecord, summarize
+
+    try:
+        records = [DenoisingRecord(**r) for r in payload["records"]]
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"not a denoise_quality benchmark JSON (records): {err}") from err
+    methods = sorted({r.method for r in records} - {"BM3D"})
+    if label is None:
+        if len(methods) != 1:
+            raise ValueError(f"the benchmark JSON holds several models {methods}; choose one with --model_label")
+        label = methods[0]
+    elif label not in methods:
+        raise ValueError(f"--model_label {label!r} is not in the benchmark JSON (it has {methods})")
+    summary = summarize(records)
+    out = []
+    for (method, dataset, sigma), s in sorted(summary.items()):
+        if method != label:
+            continue
+        row: dict[str, Any] = {"dataset": dataset, "split": "test", "sigma_255": sigma, "images": int(s["n"]),
+                               "noise_seed": payload.get("seed"), "psnr_in": s["psnr_in"], "psnr": s["psnr"],
+                               "ssim": s["ssim"]}
+        bm3d = summary.get(("BM3D", dataset, sigma))
+        if bm3d is not None and bm3d["n"] == s["n"]:
+            row.update(bm3d_psnr=bm3d["psnr"], bm3d_ssim=bm3d["ssim"])
+        for pub in PUBLISHED:
+            if pub.dataset == dataset and sigma in pub.psnr and pub.verified:
+                row.update(published_psnr=pub.psnr[sigma], published_source=f"{pub.method}, {pub.source}")
+        out.append(row)
+    if not out:
+        raise ValueError(f"no records of {label!r} in the benchmark JSON")
+    command = payload.get("command")
+    return out, " ".join(command) if isinstance(command, list) else str(command or "")
+
+
+def run(args: list[str]) -> int:
+    from priorlab.zoo.export import export_checkpoint
+
+    cfg = build_parser().parse_args(args)
+    metrics, source = None, None
+    if cfg.metrics:
+        payload = _read_json(cfg.metrics, "--metrics")
+        if isinstance(payload, list):
+            metrics = payload
+        elif isinstance(payload, dict):
+            metrics, source = metrics_from_benchmark(payload, cfg.model_label)
+        else:
+            raise ValueError(f"--metrics {cfg.metrics}: expected a list of records or a benchmark JSON object")
+    training = _read_json(cfg.training, "--training") if cfg.training else {}
+    if not isinstance(training, dict):
+        raise ValueError(f"--training {cfg.training}: expected a JSON object")
+    if cfg.data:
+        training = {"data": cfg.data, **training}
+    folder = export_checkpoint(cfg.ckpt, cfg.out, name=cfg.name, training=training, metrics=metrics,
+                               metrics_source=source, summary=cfg.summary, timm_name=cfg.timm_name,
+                               overwrite=cfg.overwrite)
+    from priorlab.zoo.artifact import WEIGHTS_NAME, sha256_file
+
+    print(f"wrote {folder}/: config.json, {WEIGHTS_NAME} (sha256 {sha256_file(folder / WEIGHTS_NAME)}), README.md")
+    print(f"load it with priorlab.zoo.load('local-dir:{folder}'); publish it with "
+          f"priorlab hub push {folder} --repo_id ORG/NAME")
+    return 0

@@ -1,0 +1,160 @@
+"""The catalog of published priors: what ``priorlab zoo list`` shows and ``zoo.load(name)`` resolves.
+
+Each entry pins where the weights live — inside the package (``bundled``) or in a Hub repository at a
+40-hex commit — and the sha256 of ``model.safetensors``; a file whose hash differs is never loaded.
+Names are lower-case words joined by ``-`` (``bf-dncnn-small-gray``); the same weights are reachable
+from timm as ``<architecture>.<timm_tag>`` (ecosystem.md §3).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+_NAME = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class PriorEntry:
+    """A published prior.
+
+    Attributes:
+        name: catalog name, e.g. ``bf-dncnn-small-gray``.
+        kind: ``denoiser`` or ``energy``.
+        architecture: registry architecture name (``bf_dncnn_small``).
+        channels: 1 (gray) or 3 (RGB).
+        params: number of parameters.
+        data: training data, one line.
+        sigma_range_255: training noise range on the 0–255 scale.
+        headline: one headline metric, e.g. ``"BSD68 σ=25: 28.6 dB"``.
+        sha256: sha256 of ``model.safetensors``.
+        bundled: folder name under ``priorlab/zoo/bundled`` when the prior ships inside the package.
+        hub_repo: ``org/name`` of the Hub repository, when published there.
+        revision: the pinned 40-hex commit of ``hub_repo``.
+        timm_tag: tag of the timm name ``<architecture>.<timm_tag>`` that loads these weights.
+        description: one paragraph for ``zoo show``.
+    """
+
+    name: str
+    kind: str
+    architecture: str
+    channels: int
+    params: int
+    data: str
+    sigma_range_255: tuple[float, float]
+    headline: str
+    sha256: str
+    bundled: str | None = None
+    hub_repo: str | None = None
+    revision: str | None = None
+    timm_tag: str | None = None
+    description: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"prior name {self.name!r} must be lower-case words joined by '-'")
+        if not _SHA256.match(self.sha256):
+            raise ValueError(f"{self.name}: sha256 must be 64 lower-case hex digits")
+        if (self.bundled is None) == (self.hub_repo is None):
+            raise ValueError(f"{self.name}: give exactly one of bundled= or hub_repo=")
+        if self.hub_repo is not None and not (self.revision and _COMMIT.match(self.revision)):
+            raise ValueError(f"{self.name}: a Hub prior must pin a 40-hex commit revision, got {self.revision!r}")
+
+    @property
+    def location(self) -> str:
+        """Where the weights live, for tables: ``bundled`` or ``hf-hub:org/name@rev12``."""
+        if self.bundled is not None:
+            return "bundled"
+        return f"hf-hub:{self.hub_repo}@{self.revision[:12]}"
+
+    @property
+    def timm_name(self) -> str | None:
+        """``<architecture>.<tag>`` for ``timm.create_model(..., pretrained=True)``."""
+        return f"{self.architecture}.{self.timm_tag}" if self.timm_tag else None
+
+    def bundled_path(self) -> Path:
+        """Folder of a bundled prior inside the installed package."""
+        if self.bundled is None:
+            raise ValueError(f"{self.name} is not bundled (it lives at {self.location})")
+        return Path(str(resources.files("priorlab.zoo") / "bundled" / self.bundled))
+
+
+BSD400_GRAY = "BSD400 (400 gray 180x180 Berkeley images, the bias-free paper's training set)"
+
+_ENTRIES: dict[str, PriorEntry] = {}
+
+
+def register_prior(entry: PriorEntry, *, replace: bool = False) -> PriorEntry:
+    """Add a prior to the catalog (``replace`` to redefine a name, e.g. in tests or private catalogs)."""
+    if entry.name in _ENTRIES and not replace:
+        raise ValueError(f"prior {entry.name!r} is already in the catalog")
+    if entry.timm_tag is not None:
+        for other in _ENTRIES.values():
+            if other.name != entry.name and other.timm_name == entry.timm_name:
+                raise ValueError(f"timm name {entry.timm_name!r} already belongs to {other.name!r}")
+    _ENTRIES[entry.name] = entry
+    return entry
+
+
+def unregister_prior(name: str) -> None:
+    """Remove a prior from the catalog (no error if absent)."""
+    _ENTRIES.pop(name, None)
+
+
+def list_priors(kind: str | None = None) -> list[PriorEntry]:
+    """Catalog entries, sorted by name (optionally of one kind)."""
+    return [e for _, e in sorted(_ENTRIES.items()) if kind is None or e.kind == kind]
+
+
+def get_prior(name: str) -> PriorEntry:
+    """The catalog entry of a prior name.
+
+    Raises:
+        KeyError: unknown name (the message lists the closest known names).
+    """
+    if name in _ENTRIES:
+        return _ENTRIES[name]
+    close = difflib.get_close_matches(name, list(_ENTRIES), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    known = ", ".join(sorted(_ENTRIES)) or "none"
+    raise KeyError(f"unknown prior {name!r}.{hint} Known priors: {known} (priorlab zoo list). Other sources: "
+                   "a checkpoint path (.ckpt), local-dir:PATH or hf-hub:ORG/REPO[@REVISION]")
+
+
+def find_timm_tag(architecture: str, tag: str | None) -> PriorEntry:
+    """The prior behind ``timm.create_model("<architecture>[.<tag>]", pretrained=True)``.
+
+    An empty tag picks the first catalog entry (by name) with weights for that architecture.
+    """
+    matches = [e for e in list_priors() if e.architecture == architecture and e.timm_tag is not None]
+    if tag:
+        matches = [e for e in matches if e.timm_tag == tag]
+    if not matches:
+        tags = sorted(e.timm_name for e in list_priors() if e.timm_tag)
+        raise ValueError(f"no pretrained weights for {architecture}{'.' + tag if tag else ''}; pretrained tags: "
+                         f"{', '.join(tags) or 'none'}")
+    return matches[0]
+
+
+register_prior(PriorEntry(
+    name="bf-dncnn-small-gray",
+    kind="denoiser",
+    architecture="bf_dncnn_small",
+    channels=1,
+    params=75_456,
+    data=BSD400_GRAY,
+    sigma_range_255=(0.0, 100.0),
+    headline="PENDING",
+    sha256="0" * 64,
+    bundled="bf-dncnn-small-gray",
+    timm_tag="bsd400_gray_cpu",
+    description=("Blind bias-free DnCNN, 10 layers x 32 channels, trained on BSD400 for sigma in [0, 100]/255 on a "
+                 "2-core CPU (configs/bf_dncnn_small_bsd400_gray_cpu.yaml). Small and fast: the default prior for "
+                 "trying samplers, solvers and analysis on a laptop. Gray images in [0, 1], any size."),
+))

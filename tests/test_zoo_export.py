@@ -1,0 +1,199 @@
+"""Published prior folders: export, strict safetensors loading, model cards, catalog, timm, CLI (no server)."""
+
+import json
+
+import pytest
+import timm
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors.torch import load_file, save_file
+
+from priorlab import zoo
+from priorlab.cli import main
+from priorlab.zoo.artifact import FORMAT_VERSION, load_folder
+from priorlab.zoo.catalog import PriorEntry
+from tests.helpers import tiny_data, tiny_module, tiny_trainer
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    cb = ModelCheckpoint(dirpath=root, save_last=True)
+    tiny_trainer(root, callbacks=[cb], limit_val_batches=0).fit(tiny_module(1), datamodule=tiny_data(1))
+    return root / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def folder(ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "tiny-prior"
+    metrics = [{"dataset": "set12", "split": "test", "sigma_255": 25.0, "psnr": 27.5, "ssim": 0.78,
+                "bm3d_psnr": 29.9, "bm3d_ssim": 0.85, "images": 12, "noise_seed": 0}]
+    return zoo.export_checkpoint(ckpt, out, name="tiny-prior", metrics=metrics,
+                                 training={"data": "built-in photos", "hardware": "CPU"})
+
+
+def test_export_then_load_gives_the_checkpoint_network(ckpt, folder):
+    a, b = zoo.load(ckpt), zoo.load(f"local-dir:{folder}")
+    assert not b.training
+    y = torch.rand(2, 1, 24, 20)
+    torch.testing.assert_close(a(y), b(y), rtol=0, atol=0)
+    cfg = b.prior_config
+    assert cfg["format_version"] == FORMAT_VERSION and cfg["kind"] == "denoiser"
+    assert cfg["architecture"] == "test_bf_dncnn" and cfg["class_path"] == "priorlab.zoo.dncnn.DnCNN"
+    assert cfg["channels"] == 1 and cfg["image_range"] == [0.0, 1.0] and cfg["sigma_range_255"] == [0.0, 100.0]
+    assert cfg["training"]["data"] == "built-in photos" and cfg["metrics"][0]["psnr"] == 27.5
+    # config.json alone rebuilds the network: class_path + init_args, as jsonargparse writes them.
+    on_disk = json.loads((folder / "config.json").read_text())
+    assert on_disk["init_args"] == a.arch_config["init_args"]
+
+
+def test_card_has_front_matter_metrics_and_citations(folder):
+    card = (folder / "README.md").read_text()
+    head, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    import yaml
+
+    meta = yaml.safe_load(head)
+    assert meta["library_name"] == "priorlab" and "bias-free" in meta["tags"]
+    values = {(m["metrics"][0]["type"]) : m["metrics"][0]["value"] for m in meta["model-index"][0]["results"]}
+    assert values == {"psnr": 27.5, "ssim": 0.78}
+    assert "| 25 | – | 27.50 | 0.780 | 29.90 | 0.850 |" in body
+    assert "mohan2020biasfree" in body and 'zoo.load("tiny-prior")' in body
+
+
+def _copy(folder, dst):
+    dst.mkdir()
+    for f in folder.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_loading_is_strict(folder, tmp_path):
+    state = load_file(str(folder / "model.safetensors"))
+    missing = _copy(folder, tmp_path / "missing")
+    save_file({k: v for k, v in list(state.items())[1:]}, str(missing / "model.safetensors"))
+    with pytest.raises(ValueError, match="Missing key"):
+        load_folder(missing)
+    extra = _copy(folder, tmp_path / "extra")
+    save_file({**state, "surplus.weight": torch.zeros(1)}, str(extra / "model.safetensors"))
+    with pytest.raises(ValueError, match="Unexpected key"):
+        load_folder(extra)
+
+
+def test_bad_folders_get_clear_errors(folder, tmp_path):
+    newer = _copy(folder, tmp_path / "newer")
+    cfg = json.loads((newer / "config.json").read_text())
+    (newer / "config.json").write_text(json.dumps({**cfg, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(ValueError, match="upgrade priorlab"):
+        load_folder(newer)
+    corrupt = _copy(folder, tmp_path / "corrupt")
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="cannot read"):
+        load_folder(corrupt)
+    pickled = _copy(folder, tmp_path / "pickled")
+    (pickled / "model.safetensors").unlink()
+    torch.save({}, pickled / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="pickled weights are never loaded"):
+        load_folder(pickled)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_folder(tmp_path)
+    (tmp_path / "nojson").mkdir()
+    (tmp_path / "nojson" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_folder(tmp_path / "nojson")
+    with pytest.raises(ValueError, match="sha256"):
+        load_folder(folder, expected_sha256="0" * 64)
+
+
+def test_save_folder_never_clobbers_user_files(ckpt, folder, tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        zoo.export_checkpoint(ckpt, target)
+    zoo.export_checkpoint(ckpt, target, overwrite=True)
+    assert (target / "notes.txt").read_text() == "mine" and (target / "model.safetensors").is_file()
+    with pytest.raises(FileExistsError, match="already holds"):
+        zoo.export_checkpoint(ckpt, target)
+
+
+def test_bundled_prior_loads_offline_and_matches_its_pin():
+    entry = zoo.get_prior("bf-dncnn-small-gray")
+    assert zoo.sha256_file(entry.bundled_path() / "model.safetensors") == entry.sha256
+    net = zoo.load("bf-dncnn-small-gray")
+    assert not net.training and net.prior_config["source"] == "bf-dncnn-small-gray"
+    assert sum(p.numel() for p in net.parameters()) == entry.params
+    assert net.prior_config["channels"] == entry.channels == 1
+    y = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(3.0 * y), 3.0 * net(y), rtol=1e-4, atol=1e-5)  # bias-free
+
+
+def test_every_catalog_entry_is_consistent():
+    for entry in zoo.list_priors():
+        if entry.bundled is None:
+            continue
+        cfg = zoo.read_config(entry.bundled_path())
+        assert (cfg["architecture"], cfg["kind"], cfg["channels"]) == (entry.architecture, entry.kind,
+                                                                        entry.channels)
+        assert tuple(cfg["sigma_range_255"]) == tuple(entry.sigma_range_255)
+
+
+def test_timm_pretrained_loads_the_same_weights():
+    entry = zoo.get_prior("bf-dncnn-small-gray")
+    a = zoo.load(entry.name)
+    b = timm.create_model(entry.timm_name, pretrained=True)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("bf_dncnn_small.no_such_tag", pretrained=True)
+    with pytest.raises(ValueError, match="cannot be built"):
+        timm.create_model(entry.timm_name, pretrained=True, width=16)
+
+
+def test_names_and_paths_are_never_confused(tmp_path):
+    with pytest.raises(KeyError, match="Did you mean 'bf-dncnn-small-gray'"):
+        zoo.load("bf-dncnn-small-grey")
+    with pytest.raises(FileNotFoundError, match="hf-hub:org/prior"):
+        zoo.load("org/prior")
+    with pytest.raises(ValueError, match="local-dir:"):
+        zoo.load(str(tmp_path) + "/")
+    with pytest.raises(ValueError, match="not a Hub repository id"):
+        zoo.load("hf-hub:not a repo")
+
+
+def test_catalog_validates_entries():
+    base = dict(name="x-prior", kind="denoiser", architecture="test_bf_dncnn", channels=1, params=1, data="d",
+                sigma_range_255=(0.0, 1.0), headline="h", sha256="a" * 64)
+    with pytest.raises(ValueError, match="exactly one"):
+        PriorEntry(**base)
+    with pytest.raises(ValueError, match="40-hex commit"):
+        PriorEntry(**base, hub_repo="org/x", revision="main")
+    with pytest.raises(ValueError, match="lower-case"):
+        PriorEntry(**{**base, "name": "X_Prior"}, bundled="x")
+    with pytest.raises(ValueError, match="already in the catalog"):
+        zoo.register_prior(zoo.get_prior("bf-dncnn-small-gray"))
+
+
+def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "bf-dncnn-small-gray" in out and "bundled" in out and "bf_dncnn_small.bsd400_gray_cpu" in out
+    assert main(["zoo", "show", "bf-dncnn-small-gray"]) == 0
+    assert "## Results" in capsys.readouterr().out
+    assert main(["zoo", "show", "nope"]) == 2
+    assert "unknown prior" in capsys.readouterr().err
+    bench = {"seed": 0, "command": ["python", "benchmarks/denoise_quality.py"], "records": [
+        {"method": m, "dataset": "set12", "image": f"{i}.png", "index": i, "sigma_255": 25.0, "psnr_in": 20.2,
+         "psnr": p + i, "ssim": 0.5, "seconds": 0.1} for m, p in [("mine", 28.0), ("BM3D", 29.0)] for i in range(2)]}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    out_dir = tmp_path / "exported"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(out_dir), "--name", "my-prior",
+                 "--metrics", str(tmp_path / "bench.json")]) == 0
+    cfg = json.loads((out_dir / "config.json").read_text())
+    assert cfg["metrics"][0] == {"dataset": "set12", "split": "test", "sigma_255": 25.0, "images": 2,
+                                 "noise_seed": 0, "psnr_in": 20.2, "psnr": 28.5, "ssim": 0.5, "bm3d_psnr": 29.5,
+                                 "bm3d_ssim": 0.5}
+    assert cfg["metrics_source"] == "python benchmarks/denoise_quality.py"
+    capsys.readouterr()
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(out_dir)]) == 2
+    assert "--overwrite" in capsys.readouterr().err

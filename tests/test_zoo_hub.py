@@ -1,0 +1,170 @@
+"""Hub round trips against a real Hub-protocol server on loopback (olah serving local git repositories).
+
+Covers push → pull → load, download by catalog name and by ``hf-hub:`` id at a pinned revision, cache
+reuse, offline mode, a tampered file (hash mismatch) and a missing file. Nothing touches the internet.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from priorlab import zoo
+from priorlab.cli.hub import run as hub_cli
+from priorlab.zoo.catalog import PriorEntry
+from priorlab.zoo.hub import HubClient, HubError, push_prior
+from tests.helpers import tiny_data, tiny_module, tiny_trainer
+from tests.hub_server import GitMirrorClient, OlahServer
+
+pytest.importorskip("olah")
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = OlahServer(tmp_path_factory.mktemp("olah"))
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two exported priors of the same architecture with different weights."""
+    out = []
+    for seed in (0, 1):
+        root = tmp_path_factory.mktemp(f"prior{seed}")
+        torch.manual_seed(seed)
+        cb = ModelCheckpoint(dirpath=root, save_last=True)
+        tiny_trainer(root, callbacks=[cb], limit_val_batches=0).fit(tiny_module(1), datamodule=tiny_data(1))
+        out.append(zoo.export_checkpoint(root / "last.ckpt", root / "folder", name=f"hub-test-{seed}"))
+    return out
+
+
+@pytest.fixture
+def online(server, tmp_path, monkeypatch):
+    """huggingface_hub pointed at the olah server, online, with a fresh cache (constants are read at import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return server
+
+
+def _outputs_equal(a, b) -> bool:
+    y = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return torch.equal(a(y), b(y))
+
+
+def test_git_mirror_client_is_a_hub_client(server):
+    assert isinstance(GitMirrorClient(server.mirrors), HubClient)
+
+
+def test_push_pull_load_round_trip_with_pinned_revisions(online, folders, monkeypatch):
+    client = GitMirrorClient(online.mirrors)
+    first = push_prior(folders[0], "org/round-trip", client=client)
+    second = push_prior(folders[1], "org/round-trip", client=client)
+    assert first != second
+    want0, want1 = (zoo.load(f"local-dir:{f}") for f in folders)
+    assert not _outputs_equal(want0, want1)
+    pinned = zoo.load(f"hf-hub:org/round-trip@{first}")
+    assert _outputs_equal(pinned, want0) and pinned.prior_config["source"].endswith(first)
+    latest = zoo.load("hf-hub:org/round-trip")
+    assert _outputs_equal(latest, want1) and latest.prior_config["source"].endswith(second)
+    # cache reuse: offline, the same pinned revision loads from the files the downloads left behind
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert _outputs_equal(zoo.load(f"hf-hub:org/round-trip@{first}"), want0)
+    with pytest.raises(HubError, match="not in the local Hugging Face cache"):
+        zoo.load("hf-hub:org/never-downloaded")
+
+
+def test_catalog_name_downloads_at_the_pin_and_checks_the_hash(online, folders):
+    client = GitMirrorClient(online.mirrors)
+    commit = push_prior(folders[0], "org/by-name", client=client)
+    good = PriorEntry(name="hub-test-prior", kind="denoiser", architecture="test_bf_dncnn", channels=1, params=1,
+                      data="photos", sigma_range_255=(0.0, 100.0), headline="-",
+                      sha256=zoo.sha256_file(folders[0] / "model.safetensors"), hub_repo="org/by-name",
+                      revision=commit)
+    zoo.register_prior(good)
+    try:
+        push_prior(folders[1], "org/by-name", client=client)  # a later push must not change what the name loads
+        net = zoo.load("hub-test-prior")
+        assert _outputs_equal(net, zoo.load(f"local-dir:{folders[0]}"))
+        assert net.prior_config["source"] == f"hf-hub:org/by-name@{commit}"
+        zoo.register_prior(PriorEntry(**{**good.__dict__, "sha256": "f" * 64}), replace=True)
+        with pytest.raises(HubError, match="was not loaded"):
+            zoo.load("hub-test-prior")
+    finally:
+        zoo.unregister_prior("hub-test-prior")
+
+
+def test_tampered_file_is_refused(online, folders):
+    client = GitMirrorClient(online.mirrors)
+    commit = push_prior(folders[0], "org/tampered", client=client)
+    digest = zoo.sha256_file(folders[0] / "model.safetensors")
+    repo = client.repo_path("org/tampered")
+    data = bytearray((repo / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF  # flip bits in the last weight
+    (repo / "model.safetensors").write_bytes(bytes(data))
+    bad = client.commit("org/tampered", "tamper")
+    assert bad != commit
+    zoo.register_prior(PriorEntry(name="tampered-prior", kind="denoiser", architecture="test_bf_dncnn", channels=1,
+                                  params=1, data="photos", sigma_range_255=(0.0, 100.0), headline="-",
+                                  sha256=digest, hub_repo="org/tampered", revision=bad))
+    try:
+        with pytest.raises(HubError, match="sha256"):
+            zoo.load("tampered-prior")
+    finally:
+        zoo.unregister_prior("tampered-prior")
+
+
+def test_missing_weights_and_missing_repo_are_explained(online, folders, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_bytes((folders[0] / "config.json").read_bytes())
+    client = GitMirrorClient(online.mirrors)
+    client.create_repo("org/partial")
+    client.upload_folder(partial, "org/partial")
+    with pytest.raises(HubError, match="model.safetensors is missing"):
+        zoo.load("hf-hub:org/partial")
+    with pytest.raises(HubError, match="not found"):
+        zoo.load("hf-hub:org/does-not-exist")
+
+
+def test_push_refuses_folders_that_would_not_load(online, folders, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((folders[0] / "config.json").read_bytes())
+    with pytest.raises(FileNotFoundError):
+        push_prior(broken, "org/broken", client=GitMirrorClient(online.mirrors))
+    assert not GitMirrorClient(online.mirrors).repo_path("org/broken").exists()
+
+
+def test_cli_push_then_pull_fills_the_standard_cache_for_offline_use(server, folders, tmp_path, capsys):
+    """The user's path: HF_ENDPOINT in the environment, `priorlab hub pull`, then HF_HUB_OFFLINE=1 loads."""
+    assert hub_cli(["push", str(folders[1]), "--repo-id", "org/cli-prior"], client=GitMirrorClient(server.mirrors)) == 0
+    out = capsys.readouterr().out
+    commit = out.split("at commit ")[1].split()[0]
+    env = {**os.environ, "HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0",
+           "PYTHONPATH": str(REPO)}
+    pull = subprocess.run([sys.executable, "-m", "priorlab", "hub", "pull", f"hf-hub:org/cli-prior@{commit}"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert pull.returncode == 0, pull.stderr
+    snapshot = tmp_path / "hf" / "hub" / "models--org--cli-prior" / "snapshots" / commit
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in snapshot.iterdir()}
+    env["HF_HUB_OFFLINE"] = "1"
+    code = (f"from priorlab import zoo; net = zoo.load('hf-hub:org/cli-prior@{commit}'); "
+            "print(net.prior_config['name'], net.prior_config['source'])")
+    load = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert load.returncode == 0, load.stderr
+    assert load.stdout.split() == ["hub-test-1", f"hf-hub:org/cli-prior@{commit}"]
