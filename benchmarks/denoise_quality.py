@@ -75,8 +75,8 @@ class Dataset:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", action="append", required=True, type=Path,
-                   help="priorlab checkpoint (.ckpt); repeat for several")
+    p.add_argument("--ckpt", "--prior", dest="ckpt", action="append", required=True, type=str,
+                   help="priorlab checkpoint (.ckpt) or prior (name, hf-hub:..., local-dir:...); repeat for several")
     p.add_argument("--name", action="append", default=None,
                    help="label of each --ckpt, in order (default: run folder / file name)")
     p.add_argument("--datasets", nargs="+", default=["bsd68", "set12", PHOTOS_TEST],
@@ -108,21 +108,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- inputs ----------------------------------------------------------------------------------------
-def checkpoint_label(path: Path) -> str:
-    """``<run>/<file stem>`` for Lightning's ``<run>/checkpoints/<file>.ckpt`` layout, else the stem."""
+def checkpoint_label(spec: str) -> str:
+    """``<run>/<file stem>`` for Lightning's ``<run>/checkpoints/<file>.ckpt`` layout, the stem of other
+    checkpoints, else the prior's name or source as given."""
+    if not spec.endswith(".ckpt"):
+        return spec
+    path = Path(spec)
     if path.parent.name == "checkpoints" and path.parent.parent.name:
         return f"{path.parent.parent.name}/{path.stem}"
     return path.stem
 
 
-def load_models(paths: list[Path], names: list[str] | None, device: str) -> list[Model]:
-    from priorlab.zoo import load_checkpoint
+def load_models(paths: list[str], names: list[str] | None, device: str) -> list[Model]:
+    from priorlab.zoo import load
 
     if names is not None and len(names) != len(paths):
         raise SystemExit(f"--name given {len(names)} times for {len(paths)} --ckpt")
     models = []
     for k, path in enumerate(paths):
-        net = load_checkpoint(path, map_location="cpu").to(device)
+        net = load(path, map_location="cpu").to(device)
         config = dict(getattr(net, "prior_config", {}))
         if config.get("kind", "denoiser") != "denoiser":
             raise SystemExit(f"{path} holds a {config['kind']!r} model; this benchmark needs a denoiser")

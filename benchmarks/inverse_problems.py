@@ -7,18 +7,21 @@ pseudo-inverse MMᵀx (spectral low-pass, compressive sensing). PSNR/SSIM (torch
 computed against the crop with outputs clipped to [0, 1]; seconds are wall-clock per image for all
 --samples chains together.
 
-Not included (issue #4's stretch goal): deepinv's DPS, DiffPIR and DDRM — deepinv is not installed
-in this environment.
+Peers (benchmarks/deepinv_peers.py, needs the `bench` extra): deepinv's DPS, DiffPIR and DDRM,
+driven by the same denoiser and the same measurement operators (as deepinv physics), run on every
+cell of the same table. ``--calibration`` instead runs the issue's calibration cells (camera and
+grace_hopper, 30 % random pixels and 4× block averaging), with two more DPS guidance settings.
 
-Example:
-    OMP_NUM_THREADS=1 python benchmarks/inverse_problems.py --prior /work/qs/quickstart.ckpt \\
-        --datasets set12 bsd68 photos-test --max-images 3 --crop 64 --out /tmp/inverse.md
+Example (docs/inverse_problems.md):
+    OMP_NUM_THREADS=1 python benchmarks/inverse_problems.py --prior /work/qs2/quickstart.ckpt \\
+        --datasets set12 bsd68 photos-test --max-images 2 --crop 64 \\
+        --out /tmp/inverse.md --json /tmp/inverse.json
+  Runs split by set (--datasets, --start, --max-images) are combined with --merge RUN.json ....
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import platform
 import time
@@ -38,6 +41,11 @@ from priorlab.datamodules.photos import TEST_PHOTOS
 from priorlab.files import write_text_atomic
 from priorlab.zoo import load
 
+try:  # the peers need deepinv (the `bench` extra); without it only ours and the baselines run
+    import deepinv_peers
+except ImportError:  # pragma: no cover - depends on the environment
+    deepinv_peers = None
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # (task, level label, operator factory (image shape, generator) -> LinearOperator)
 LEVELS = [
@@ -52,6 +60,12 @@ LEVELS = [
     ("cs", "25 %", lambda s, g: solvers.compressive_sensing(s, 0.25, generator=g)),
     ("cs", "10 %", lambda s, g: solvers.compressive_sensing(s, 0.1, generator=g)),
 ]
+# The issue's calibration cells: two 64×64 gray crops, 30 % random pixels kept and 4× block averaging.
+CALIBRATION_IMAGES = ("camera", "grace_hopper")
+CALIBRATION_LEVELS = [
+    ("pixels", "30 %", lambda s, g: solvers.random_pixels(s, 0.3, generator=g)),
+    ("sr", "x4", lambda s, g: solvers.BlockAverage(s, 4)),
+]
 BASELINE = {"inpaint": "nearest fill", "pixels": "nearest fill", "sr": "bicubic", "deblur": "pseudo-inverse",
             "cs": "pseudo-inverse"}
 
@@ -62,16 +76,19 @@ def _centred_box(shape, divisor: int) -> tuple[int, int, int, int]:
     return (h - bh) // 2, (w - bw) // 2, bh, bw
 
 
-def load_crops(dataset: str, channels: int, crop: int, max_images: int) -> list[tuple[str, torch.Tensor]]:
-    """Centre crops (1, C, crop, crop) of the first ``max_images`` images of a set."""
+def load_crops(dataset: str, channels: int, crop: int, max_images: int, names: tuple[str, ...] | None = None,
+               start: int = 0) -> list[tuple[str, torch.Tensor]]:
+    """Centre crops (1, C, crop, crop) of images start … start + max_images − 1 of a set (sorted by file
+    name; photos-test in its fixed order), or of the named photos."""
     if dataset == "photos-test":
-        items = [(name, load_photo(name, channels)) for name in TEST_PHOTOS[:max_images]]
+        items = [(name, load_photo(name, channels)) for name in (names or TEST_PHOTOS[start:start + max_images])]
     else:
         folder = DATA / dataset
         if not folder.is_dir():
             raise FileNotFoundError(f"data set not found: {folder}")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".bmp", ".tif"))
-        items = [(p.name, read_image(p, convert="gray" if channels == 1 else "rgb")) for p in files[:max_images]]
+        items = [(p.name, read_image(p, convert="gray" if channels == 1 else "rgb"))
+                 for p in files[start:start + max_images]]
     out = []
     for name, x in items:
         h, w = x.shape[-2:]
@@ -96,9 +113,79 @@ def baseline(task: str, op, x: torch.Tensor) -> torch.Tensor:
     return naive
 
 
-def scores(img: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
-    img = img.clamp(0, 1)
-    return psnr_fn(img, x, data_range=1.0).item(), ssim_fn(img, x, data_range=1.0).item()
+def scores(img: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
+    img = img.clamp(0, 1).to(torch.float64)
+    x = x.to(torch.float64)
+    return dict(psnr=psnr_fn(img, x, data_range=1.0).item(), ssim=ssim_fn(img, x, data_range=1.0).item())
+
+
+def run_cell(net, task: str, op, x: torch.Tensor, peers: list[str], args) -> dict:
+    """Every method on one (image, task, level): {method: {psnr, ssim, seconds}} plus our diagnostics."""
+    c = op.measure(x)
+    out: dict = {}
+    t0 = time.perf_counter()
+    base = baseline(task, op, x)
+    out["baseline"] = dict(scores(base, x), seconds=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    res = solvers.solve_linear(net, op, c, num_samples=args.samples, beta=args.beta,
+                               generator=torch.Generator().manual_seed(args.seed))
+    seconds = time.perf_counter() - t0  # all chains together, as a user running --samples would wait
+    out["ours"] = dict(scores(res.samples[:, 0], x), seconds=seconds, steps=res.steps.float().mean().item(),
+                       converged=bool(res.converged.all()))
+    out["ours mean"] = dict(scores(res.mean, x), seconds=seconds)
+    for name in peers:
+        try:
+            img, seconds = deepinv_peers.run_peer(name, net, op, c, args.seed)
+        except NotImplementedError as err:  # no exact deepinv form of this operator: the cell stays empty
+            out[name] = dict(skipped=str(err))
+            continue
+        out[name] = dict(scores(img, x), seconds=seconds)
+    return out
+
+
+def _cell(m: dict | None) -> str:
+    if not m or "psnr" not in m:
+        return "—"
+    return f"{m['psnr']:.2f} / {m['ssim']:.3f} / {m['seconds']:.1f}"
+
+
+def _avg(records: list[dict], method: str, key: str) -> float:
+    vals = [r["methods"][method][key] for r in records if key in r["methods"].get(method, {})]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def report(records: list[dict], methods: list[str], datasets: list[str], levels, header: str) -> str:
+    """Markdown: one row per task × level × dataset (mean over images), then averages per dataset and overall."""
+    lines = [header, "", "Cells: PSNR (dB) / SSIM / seconds per image, mean over the images of the row.", "",
+             "| task | level | dataset | n | " + " | ".join(methods) + " |", "|---" * (4 + len(methods)) + "|"]
+    for task, level, _ in levels:
+        for dataset in datasets:
+            rows = [r for r in records if (r["task"], r["level"], r["dataset"]) == (task, level, dataset)]
+            if not rows:
+                continue
+            cells = [_cell({k: _avg(rows, m, k) for k in ("psnr", "ssim", "seconds")}) for m in methods]
+            lines.append(f"| {task} | {level} | {dataset} | {len(rows)} | " + " | ".join(cells) + " |")
+    lines += ["", "Averages over all cells of each dataset, and over everything:", "",
+              "| dataset | cells | " + " | ".join(methods) + " |", "|---" * (2 + len(methods)) + "|"]
+    for label, rows in [(d, [r for r in records if r["dataset"] == d]) for d in datasets] + [("all", records)]:
+        if rows:
+            cells = [_cell({k: _avg(rows, m, k) for k in ("psnr", "ssim", "seconds")}) for m in methods]
+            lines.append(f"| {label} | {len(rows)} | " + " | ".join(cells) + " |")
+    # The issue's targets, per task × level (all datasets together).
+    lines += ["", "Targets: ours (one sample) ahead of the baseline per task × level; mean PSNR of ours vs the best "
+              "deepinv peer:", ""]
+    for task, level, _ in levels:
+        rows = [r for r in records if (r["task"], r["level"]) == (task, level)]
+        if rows:
+            d = _avg(rows, "ours", "psnr") - _avg(rows, "baseline", "psnr")
+            lines.append(f"- {task} {level} ({BASELINE[task]}): ours − baseline = {d:+.2f} dB")
+    peers = [m for m in methods if m not in ("baseline", "ours", "ours mean")]
+    if peers:
+        best = max(peers, key=lambda m: _avg(records, m, "psnr"))
+        lines.append(f"- average PSNR: ours {_avg(records, 'ours', 'psnr'):.2f} dB (mean of chains "
+                     f"{_avg(records, 'ours mean', 'psnr'):.2f}), best peer {best} "
+                     f"{_avg(records, best, 'psnr'):.2f} dB")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -106,60 +193,95 @@ def main() -> None:
     p.add_argument("--prior", required=True, help="checkpoint (.ckpt) or prior name")
     p.add_argument("--datasets", nargs="+", default=["set12", "bsd68", "photos-test"])
     p.add_argument("--max-images", type=int, default=3)
+    p.add_argument("--start", type=int, default=0, help="index of the first image of each set (to split a run)")
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--samples", type=int, default=2, help="chains per measurement (mean reported too)")
     p.add_argument("--beta", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tasks", nargs="+", default=sorted(BASELINE), choices=sorted(BASELINE))
+    p.add_argument("--peers", nargs="*", default=None,
+                   help="deepinv peers to run (default: DPS DiffPIR DDRM when deepinv is installed)")
+    p.add_argument("--calibration", action="store_true",
+                   help="run the issue's calibration cells (camera, grace_hopper; pixels 30 %%, sr x4) instead, "
+                        "with the extra DPS guidance settings")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="no run: combine the --json files of earlier runs (e.g. datasets run in parallel) into "
+                        "one table")
     p.add_argument("--out", type=Path, default=None, help="markdown report (default: print only)")
     p.add_argument("--json", type=Path, default=None, help="per-image records")
     args = p.parse_args()
+    torch.set_num_threads(1)  # the documented timings are single-threaded (OMP_NUM_THREADS=1 as well)
+    if args.merge:
+        return merge(args)
+
+    if args.peers is None:
+        args.peers = list(deepinv_peers.PEERS) if deepinv_peers else []
+    if args.peers and deepinv_peers is None:
+        raise SystemExit("the deepinv peers need deepinv: pip install 'priorlab[bench]'")
+    if args.calibration:
+        args.datasets, levels = ["photos-test"], CALIBRATION_LEVELS
+        args.peers = args.peers + list(deepinv_peers.DPS_VARIANTS)
+    else:
+        levels = [lv for lv in LEVELS if lv[0] in args.tasks]
 
     net = load(args.prior)
     channels = net.prior_config.get("channels", 1)
+    command = vars(args) | dict(out=str(args.out), json=str(args.json))
+    settings = {m: deepinv_peers.PEER_SETTINGS.get(m, "") for m in args.peers} if deepinv_peers else {}
     records = []
+    t_start = time.perf_counter()
     for dataset in args.datasets:
-        for name, x in load_crops(dataset, channels, args.crop, args.max_images):
-            for task, level, make in LEVELS:
-                if task not in args.tasks:
-                    continue
+        names = CALIBRATION_IMAGES if args.calibration else None
+        for name, x in load_crops(dataset, channels, args.crop, args.max_images, names, args.start):
+            for task, level, make in levels:
                 op = make(tuple(x.shape[1:]), torch.Generator().manual_seed(args.seed))
-                c = op.measure(x)
-                base = scores(baseline(task, op, x), x)
-                t0 = time.perf_counter()
-                res = solvers.solve_linear(net, op, c, num_samples=args.samples, beta=args.beta,
-                                           generator=torch.Generator().manual_seed(args.seed))
-                seconds = time.perf_counter() - t0
-                one, mean = scores(res.samples[:, 0], x), scores(res.mean, x)
-                records.append(dict(dataset=dataset, image=name, task=task, level=level, baseline=base,
-                                    sample=one, mean=mean, seconds=seconds, steps=res.steps.float().mean().item(),
-                                    converged=bool(res.converged.all())))
-                print(f"{dataset}/{name} {task} {level}: {BASELINE[task]} {base[0]:.2f} dB, sample {one[0]:.2f} dB, "
-                      f"mean {mean[0]:.2f} dB, {seconds:.1f} s, {records[-1]['steps']:.0f} steps", flush=True)
+                methods = run_cell(net, task, op, x, args.peers, args)
+                records.append(dict(dataset=dataset, image=name, task=task, level=level, methods=methods))
+                if args.json:  # after every cell, so that an interrupted run keeps what it measured
+                    write_text_atomic(args.json, json.dumps(dict(command=command, peer_settings=settings,
+                                                                 records=records, complete=False), indent=1))
+                print(f"{dataset}/{name} {task} {level}: " + ", ".join(
+                    f"{m} {v['psnr']:.2f} dB {v['seconds']:.1f} s" for m, v in methods.items() if "psnr" in v),
+                    flush=True)
 
-    lines = [f"Prior `{args.prior}` ({channels} channel(s)); {args.crop}x{args.crop} centre crops, first "
-             f"{args.max_images} image(s) of {', '.join(args.datasets)}; β = {args.beta}, {args.samples} chains; "
-             f"seed {args.seed}. {dt.date.today()}, {platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} torch thread(s).", "",
-             "| task | level | baseline | baseline PSNR / SSIM | sample PSNR / SSIM | "
-             f"mean of {args.samples} PSNR / SSIM | s/image | steps |", "| --- " * 8 + "|"]
-    for task, level, _ in LEVELS:
-        rows = [r for r in records if r["task"] == task and r["level"] == level]
-        if not rows:
-            continue
-
-        def avg(key, i, rows=rows):
-            return float(np.mean([r[key][i] for r in rows]))
-
-        lines.append(f"| {task} | {level} | {BASELINE[task]} | {avg('baseline', 0):.2f} / {avg('baseline', 1):.3f} | "
-                     f"{avg('sample', 0):.2f} / {avg('sample', 1):.3f} | {avg('mean', 0):.2f} / {avg('mean', 1):.3f} | "
-                     f"{np.mean([r['seconds'] for r in rows]):.1f} | {np.mean([r['steps'] for r in rows]):.0f} |")
-    report = "\n".join(lines) + "\n"
-    print(report)
+    methods = ["baseline", "ours", "ours mean"] + args.peers
+    header = (f"Prior `{args.prior}` ({channels} channel(s)); {args.crop}x{args.crop} centre crops of "
+              + ("camera and grace_hopper (calibration)" if args.calibration else
+                 f"{args.max_images} image(s) from index {args.start} of {', '.join(args.datasets)}")
+              + f"; ours: β = {args.beta}, {args.samples} chains (`ours` = first chain, `ours mean` = their mean; "
+              f"seconds for all chains together); seed {args.seed}; {platform.processor() or platform.machine()}, "
+              f"{torch.get_num_threads()} torch thread(s); total {time.perf_counter() - t_start:.0f} s.")
+    text = report(records, methods, args.datasets, levels, header)
+    print(text)
     if args.out:
-        write_text_atomic(args.out, report)
+        write_text_atomic(args.out, text)
     if args.json:
-        write_text_atomic(args.json, json.dumps(records, indent=1))
+        write_text_atomic(args.json, json.dumps(dict(command=command, peer_settings=settings, records=records,
+                                                     complete=True, seconds=time.perf_counter() - t_start),
+                                                indent=1))
+
+
+def merge(args) -> None:
+    """One report from several runs' JSON files (same prior and settings; datasets in the order given)."""
+    runs = [json.loads(path.read_text()) for path in args.merge]
+    records = [r for run in runs for r in run["records"]]
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    methods = list(dict.fromkeys(m for r in records for m in r["methods"]))
+    cells = {(r["task"], r["level"]) for r in records}
+    levels = list({lv[:2]: lv for lv in CALIBRATION_LEVELS + LEVELS if lv[:2] in cells}.values())  # unique cells
+    levels.sort(key=lambda lv: [x[:2] for x in LEVELS + CALIBRATION_LEVELS].index(lv[:2]))
+    header = "Merged from " + "; ".join(
+        f"`{' '.join(f'--{k} {v}' for k, v in run['command'].items() if k in ('datasets', 'start', 'max_images'))}`"
+        for run in runs) + f" (prior `{runs[0]['command']['prior']}`, crop {runs[0]['command']['crop']}, "  \
+        f"β = {runs[0]['command']['beta']}, {runs[0]['command']['samples']} chains, seed {runs[0]['command']['seed']})."
+    text = report(records, methods, datasets, levels, header)
+    print(text)
+    if args.out:
+        write_text_atomic(args.out, text)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(dict(merged=[str(p) for p in args.merge],
+                                                     peer_settings=runs[0]["peer_settings"], records=records),
+                                                indent=1))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ def test_every_config_parses(config, capsys):
         main(["fit", "--config", str(config), "--print_config"])
     assert exc.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "class_path: priorlab.lightning_modules.DenoiserModule" in printed
+    module = "DualScoreModule" if config.name.startswith("dsm_") else "DenoiserModule"
+    assert f"class_path: priorlab.lightning_modules.{module}" in printed
     assert "class_path: priorlab.datamodules." in printed
 
 

@@ -9,6 +9,9 @@ from priorlab.zoo.registry import register_model
 
 TINY = [n for n in list_models() if n.startswith("test_")]
 ALL = list_models()
+# Blind denoisers only: energy models (family "energy") need sigma and are tested in tests/test_energy.py.
+TINY_DENOISERS = [n for n in TINY if zoo.get_spec(n).family != "energy"]
+ALL_DENOISERS = [n for n in ALL if zoo.get_spec(n).family != "energy"]
 
 
 def _eval_model(name, in_chans=1, **kw):
@@ -34,7 +37,7 @@ def test_paper_parameter_counts():
     assert sum(p.numel() for p in create_model("bf_unet").parameters()) == 7_659_264
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", TINY_DENOISERS)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_forward_shape_dtype_odd_sizes(name, in_chans):
     m = _eval_model(name, in_chans)
@@ -45,7 +48,7 @@ def test_forward_shape_dtype_odd_sizes(name, in_chans):
         assert m(y, sigma=0.1).equal(out)  # blind: sigma is accepted and ignored
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if not zoo.get_spec(n).defaults.get("bias")])
+@pytest.mark.parametrize("name", [n for n in ALL_DENOISERS if not zoo.get_spec(n).defaults.get("bias")])
 def test_bias_free_models_have_no_additive_constants(name):
     m = create_model(name, **({"depth": 4, "width": 4} if "dncnn" in name else {"width": 2}))
     for mod in m.modules():
@@ -55,7 +58,7 @@ def test_bias_free_models_have_no_additive_constants(name):
     assert not any("bias" in k for k, _ in m.named_parameters())
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", TINY_DENOISERS)
 def test_homogeneity_in_eval_mode(name):
     m = _eval_model(name)
     y = torch.rand(2, 1, 24, 20)
@@ -64,7 +67,7 @@ def test_homogeneity_in_eval_mode(name):
             torch.testing.assert_close(m(alpha * y), alpha * m(y), rtol=1e-4, atol=1e-5 * alpha)
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", TINY_DENOISERS)
 def test_homogeneity_fails_for_the_biased_counterpart(name):
     m = _eval_model(name, bias=True)
     for mod in m.modules():  # biases are zero at init; make them matter
@@ -75,7 +78,7 @@ def test_homogeneity_fails_for_the_biased_counterpart(name):
         assert (m(10 * y) - 10 * m(y)).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", TINY_DENOISERS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_gradients_reach_every_parameter(name, bias):
     m = create_model(name, bias=bias).train()
@@ -85,7 +88,7 @@ def test_gradients_reach_every_parameter(name, bias):
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", TINY_DENOISERS)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_timm_parity(name, in_chans):
     ours = create_model(name, in_chans=in_chans)

@@ -54,8 +54,9 @@ def test_card_has_front_matter_metrics_and_citations(folder):
 
     meta = yaml.safe_load(head)
     assert meta["library_name"] == "priorlab" and "bias-free" in meta["tags"]
-    values = {(m["metrics"][0]["type"]) : m["metrics"][0]["value"] for m in meta["model-index"][0]["results"]}
-    assert values == {"psnr": 27.5, "ssim": 0.78}
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["name"] == "set12"
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {"psnr": 27.5, "ssim": 0.78}
     assert "| 25 | – | 27.50 | 0.780 | 29.90 | 0.850 |" in body
     assert "mohan2020biasfree" in body and 'zoo.load("tiny-prior")' in body
 
@@ -197,3 +198,18 @@ def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out_dir)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_commands_and_fine_tuning_take_a_prior_name(tmp_path, capsys):
+    from PIL import Image
+
+    img = (torch.linspace(0, 1, 32 * 32).reshape(32, 32) * 255).to(torch.uint8).numpy()
+    Image.fromarray(img).save(tmp_path / "ramp.png")
+    assert main(["denoise", "--prior", "bf-dncnn-small-gray", "--input", str(tmp_path / "ramp.png"),
+                 "--sigma", "25", "--output", str(tmp_path / "out.png")]) == 0
+    assert (tmp_path / "out.png").is_file() and "PSNR" in capsys.readouterr().out
+    tuned = tiny_module(arch="bf_dncnn_small", init_from="bf-dncnn-small-gray")
+    for a, b in zip(tuned.net.state_dict().values(), zoo.load("bf-dncnn-small-gray").state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="init_from=bf-dncnn-small-gray holds"):
+        tiny_module(init_from="bf-dncnn-small-gray")

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze", "Jacobian, adaptive filters and basis, effective dimensionality, PSNR vs sigma"),
     "sample": ("sample", "draw images from a trained prior (coarse-to-fine sampler, Algorithm 1)"),
     "solve": ("solve", "solve a linear inverse problem with a trained prior (Algorithm 2)"),
+    "logp": ("logp", "log-probabilities of images in bits/dim: one-pass energy or probability-flow ODE"),
     "zoo": ("zoo", "list the published priors (zoo list) or print a prior's model card (zoo show NAME)"),
     "export": ("export", "turn a training checkpoint into a publishable prior folder with its model card"),
     "hub": ("hub", "publish a prior folder to the Hub (hub push) or download one into the cache (hub pull)"),

@@ -17,8 +17,8 @@ def build_parser():
     p.add_argument("--ckpt", type=str, required=True, help="checkpoint written by `priorlab fit` (.ckpt)")
     p.add_argument("--out", type=str, required=True, help="output folder (must be new or empty)")
     p.add_argument("--name", type=str | None, default=None, help="the prior's name, e.g. bf-dncnn-gray")
-    p.add_argument("--metrics", type=str | None, default=None, help=(
-        "JSON of measured results: the output of benchmarks/denoise_quality.py --json, or a list of "
+    p.add_argument("--metrics", type=str, nargs="+", default=[], help=(
+        "JSON file(s) of measured results: outputs of benchmarks/denoise_quality.py --json, or lists of "
         "flat records (dataset, sigma_255, psnr, ssim, bm3d_psnr, ...)"))
     p.add_argument("--model_label", type=str | None, default=None,
                    help="which method of the --metrics benchmark JSON is this checkpoint (default: the only one)")
@@ -88,15 +88,18 @@ def run(args: list[str]) -> int:
     from priorlab.zoo.export import export_checkpoint
 
     cfg = build_parser().parse_args(args)
-    metrics, source = None, None
-    if cfg.metrics:
-        payload = _read_json(cfg.metrics, "--metrics")
+    metrics, sources = [], []
+    for path in cfg.metrics:
+        payload = _read_json(path, "--metrics")
         if isinstance(payload, list):
-            metrics = payload
+            metrics += payload
         elif isinstance(payload, dict):
-            metrics, source = metrics_from_benchmark(payload, cfg.model_label)
+            rows, source = metrics_from_benchmark(payload, cfg.model_label)
+            metrics += rows
+            sources.append(source)
         else:
-            raise ValueError(f"--metrics {cfg.metrics}: expected a list of records or a benchmark JSON object")
+            raise ValueError(f"--metrics {path}: expected a list of records or a benchmark JSON object")
+    source = "; ".join(s for s in sources if s) or None
     training = _read_json(cfg.training, "--training") if cfg.training else {}
     if not isinstance(training, dict):
         raise ValueError(f"--training {cfg.training}: expected a JSON object")

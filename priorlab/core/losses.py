@@ -22,3 +22,62 @@ def denoising_loss(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"shape mismatch: denoised {tuple(denoised.shape)} vs clean {tuple(clean.shape)}")
     diff = denoised.float() - clean.float()
     return diff.pow(2).flatten(1).mean(dim=1)
+
+
+def _per_image(t: torch.Tensor, batch: int) -> torch.Tensor:
+    t = torch.as_tensor(t)
+    if t.shape != (batch,):
+        raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+    if (t <= 0).any():
+        raise ValueError("noise variances t must be > 0 in the dual score matching losses")
+    return _acc(t)
+
+
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (bf16 activations under autocast), float64 kept."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def dsm_loss(denoised: torch.Tensor, clean: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Denoising score matching term of dual score matching, per image (algorithms.md §7.3).
+
+    ℓ_DSM = ‖D(y, t) − x‖²/(d·t) with D = y − t∇_y U; equivalently ‖z − √t∇_y U‖²/d for y = x + √t·z,
+    so it is ≈ 1 for the identity denoiser and ≈ MSE/t otherwise, at every noise level.
+
+    Args:
+        denoised: D(y, t) (B, C, H, W).
+        clean: x (B, C, H, W).
+        t: noise variance per image (B,), > 0.
+
+    Returns:
+        ℓ_DSM per image, (B,), float32 (float64 for float64 inputs).
+    """
+    if denoised.shape != clean.shape:
+        raise ValueError(f"shape mismatch: denoised {tuple(denoised.shape)} vs clean {tuple(clean.shape)}")
+    t = _per_image(t, clean.shape[0])
+    return (_acc(denoised) - _acc(clean)).pow(2).flatten(1).mean(1) / t
+
+
+def tsm_loss(time_score: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Time score matching term of dual score matching, per image (algorithms.md §7.3).
+
+    ℓ_TSM = (t·∂_tU/d − ½ + ‖y − x‖²/(2dt))², the regression of ∂_t U onto d/(2t) − ‖y − x‖²/(2t²)
+    weighted by (t/d)²; unbiased because of the time-score identity (§1.5).
+
+    Args:
+        time_score: ∂_t U(y, t) per image (B,), nats per unit of variance.
+        noisy: y (B, C, H, W).
+        clean: x (B, C, H, W).
+        t: noise variance per image (B,), > 0.
+
+    Returns:
+        ℓ_TSM per image, (B,), float32 (float64 for float64 inputs).
+    """
+    if noisy.shape != clean.shape:
+        raise ValueError(f"shape mismatch: noisy {tuple(noisy.shape)} vs clean {tuple(clean.shape)}")
+    batch, dims = clean.shape[0], clean[0].numel()
+    t = _per_image(t, batch)
+    if time_score.shape != (batch,):
+        raise ValueError(f"time_score must have shape ({batch},), got {tuple(time_score.shape)}")
+    sq = (_acc(noisy) - _acc(clean)).pow(2).flatten(1).sum(1)
+    return (t * _acc(time_score) / dims - 0.5 + sq / (2 * dims * t)).pow(2)

@@ -6,8 +6,10 @@ Every datamodule exposes ``channels`` (1 or 3); training batches are clean image
 (1, C, H, W).
 """
 
+from priorlab.datamodules.fashion_mnist import FashionMNISTDataModule, load_fashion_mnist
 from priorlab.datamodules.gaussian import GaussianFieldDataModule
 from priorlab.datamodules.imagefolder import ImageFolderDataModule
+from priorlab.datamodules.imagenet import ImageNetDataModule, ImageSet, load_images
 from priorlab.datamodules.images import IMAGE_EXTENSIONS, pil_to_tensor, read_image, read_image_folders
 from priorlab.datamodules.patches import EpochSampler, FullImageDataset, PatchDataset, dihedral
 from priorlab.datamodules.photos import (
@@ -29,13 +31,18 @@ __all__ = [
     "TRAIN_PHOTOS",
     "TRAIN_SPLIT",
     "EpochSampler",
+    "FashionMNISTDataModule",
     "FullImageDataset",
     "GaussianFieldDataModule",
     "ImageFolderDataModule",
+    "ImageNetDataModule",
+    "ImageSet",
     "PatchDataset",
     "PhotosDataModule",
     "dihedral",
     "list_photos",
+    "load_fashion_mnist",
+    "load_images",
     "load_photo",
     "pil_to_tensor",
     "read_image",

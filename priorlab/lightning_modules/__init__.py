@@ -2,5 +2,6 @@
 
 from priorlab.lightning_modules.callbacks import DenoiseFigure
 from priorlab.lightning_modules.denoiser import DenoiserModule
+from priorlab.lightning_modules.dual_score import DualScoreModule
 
-__all__ = ["DenoiseFigure", "DenoiserModule"]
+__all__ = ["DenoiseFigure", "DenoiserModule", "DualScoreModule"]

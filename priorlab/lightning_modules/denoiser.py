@@ -13,8 +13,9 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from priorlab.core.losses import denoising_loss
 from priorlab.core.noise import SigmaSchedule, add_noise, sample_sigmas, sigma_from_255
-from priorlab.zoo import create_model, load_checkpoint, set_sync_batchnorm
+from priorlab.zoo import create_model, set_sync_batchnorm
 from priorlab.zoo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
+from priorlab.zoo.priors import init_from as init_weights_from
 
 
 def refuse_static_graph(trainer: pl.Trainer) -> None:
@@ -52,7 +53,8 @@ class DenoiserModule(pl.LightningModule):
         weight_decay: Adam weight decay.
         compile: compile the network in place with ``torch.compile`` (state-dict keys unchanged).
         channels_last: run the network in channels-last memory format (faster convolutions on GPU).
-        init_from: fine-tune from this priorlab checkpoint (``.ckpt``); the architecture must match.
+        init_from: fine-tune from this prior: a catalog name, ``hf-hub:ORG/REPO[@REV]``, ``local-dir:PATH``
+            or a priorlab checkpoint (``.ckpt``); the architecture must match.
     """
 
     def __init__(
@@ -78,19 +80,12 @@ class DenoiserModule(pl.LightningModule):
         self.save_hyperparameters()
         self.net: nn.Module = create_model(arch, in_chans=in_chans, **(arch_args or {}))
         if init_from:
-            self._init_from(init_from)
+            init_weights_from(self.net, init_from)
         self.sigma_min, self.sigma_max = sigma_from_255(lo), sigma_from_255(hi)
         self.val_sigmas_255 = [float(s) for s in val_sigmas_255]
         self.val_psnr = nn.ModuleList(PeakSignalNoiseRatio(data_range=1.0) for _ in self.val_sigmas_255)
         self.test_psnr = nn.ModuleList(PeakSignalNoiseRatio(data_range=1.0) for _ in self.val_sigmas_255)
         self.val_loss = MeanMetric()
-
-    def _init_from(self, path: str) -> None:
-        source = load_checkpoint(path)
-        if source.arch_config != self.net.arch_config:
-            raise ValueError(f"init_from={path} holds {source.arch_config}, but this module builds "
-                             f"{self.net.arch_config}; set model.arch/arch_args/in_chans to match")
-        self.net.load_state_dict(source.state_dict(), strict=True)
 
     # ---- the Denoiser contract -------------------------------------------------------------------
     def forward(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:

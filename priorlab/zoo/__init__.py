@@ -9,6 +9,7 @@ from priorlab.zoo.artifact import build_config, load_folder, read_config, save_f
 from priorlab.zoo.catalog import PriorEntry, get_prior, list_priors, register_prior, unregister_prior
 from priorlab.zoo.checkpoint import load_checkpoint
 from priorlab.zoo.dncnn import DnCNN
+from priorlab.zoo.energy_unet import EnergyNet
 from priorlab.zoo.export import export_checkpoint
 from priorlab.zoo.layers import BFBatchNorm2d, set_sync_batchnorm
 from priorlab.zoo.priors import load
@@ -18,6 +19,7 @@ from priorlab.zoo.unet import UNet
 __all__ = [
     "BFBatchNorm2d",
     "DnCNN",
+    "EnergyNet",
     "PriorEntry",
     "UNet",
     "build_config",

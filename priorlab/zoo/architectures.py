@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from priorlab.zoo.dncnn import DnCNN
+from priorlab.zoo.energy_unet import EnergyNet
 from priorlab.zoo.registry import register_model
 from priorlab.zoo.unet import UNet
 
@@ -47,3 +48,21 @@ def unet(pretrained=False, **kwargs):
 @register_model(UNet, family="unet", num_blocks=2, width=4)
 def test_bf_unet(pretrained=False, **kwargs):
     """Tiny BF-UNet for tests (2 scales, 4/8 channels, 16 in the middle)."""
+
+
+# ---- energy models (dual score matching, algorithms.md §7) ------------------------------------------
+@register_model(EnergyNet, family="energy", num_scales=3, width=64, num_layers=3)
+def energy_unet(pretrained=False, **kwargs):
+    """Energy UNet of dual score matching: 3 scales 64→512, 3 convs per block, 8.65 M params (NeurIPS 2025)."""
+
+
+@register_model(EnergyNet, family="energy", in_chans=1, num_scales=2, width=48, num_layers=3,
+                time_embedding="log_variance", time_offset=True)
+def energy_unet_small(pretrained=False, **kwargs):
+    """Energy UNet for 28x28 Fashion-MNIST: 2 scales 48→192, log-t embedding, time offset, 1.44 M params (5.8 MB)."""
+
+
+@register_model(EnergyNet, family="energy", num_scales=2, width=4, num_layers=2, num_freqs=4, emb_dim=8,
+                time_embedding="log_variance", time_offset=True)
+def test_energy_unet(pretrained=False, **kwargs):
+    """Tiny energy UNet for tests (2 scales, 4/8 channels, 16 in the middle)."""

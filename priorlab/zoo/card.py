@@ -64,18 +64,18 @@ def _front_matter(config: dict[str, Any], name: str, license_id: str) -> str:
     if "bias" in config["init_args"] and not config["init_args"]["bias"]:
         tags.insert(2, "bias-free")
     results = []
-    for m in config.get("metrics", []):
-        for metric in ("psnr", "ssim", "bits_per_dim"):
-            if m.get(metric) is None:
-                continue
-            sigma = m.get("sigma_255")
-            label = f"{metric.upper() if metric != 'bits_per_dim' else 'bits/dim'}"
-            label += f" at sigma={_fmt(sigma, 0)}/255" if sigma is not None else ""
+    for m in config.get("metrics", []):  # one model-index result per (dataset, σ), its metrics together
+        sigma = m.get("sigma_255")
+        at = f" at sigma={_fmt(sigma, 0)}/255" if sigma is not None else ""
+        metrics = [{"type": k, "value": round(float(m[k]), 4), "name": f"{label}{at}"}
+                   for k, label in (("psnr", "PSNR"), ("ssim", "SSIM"), ("bits_per_dim", "bits/dim"))
+                   if m.get(k) is not None]
+        if metrics:
             results.append({
-                "task": {"type": "image-denoising" if metric != "bits_per_dim" else "density-estimation"},
+                "task": {"type": "density-estimation" if m.get("bits_per_dim") is not None else "image-denoising"},
                 "dataset": {"type": m.get("dataset", "unknown"), "name": m.get("dataset", "unknown"),
                             "split": m.get("split", "test")},
-                "metrics": [{"type": metric, "value": round(float(m[metric]), 4), "name": label}],
+                "metrics": metrics,
             })
     meta: dict[str, Any] = {"library_name": "priorlab", "license": license_id, "tags": tags,
                             "pipeline_tag": "image-to-image"}

@@ -87,3 +87,21 @@ def load(spec: str | Path, *, map_location: str | torch.device = "cpu", revision
     net = load_folder(folder, map_location=map_location, expected_sha256=entry.sha256)
     net.prior_config["source"] = entry.name if entry.bundled else f"{HUB_PREFIX}{entry.hub_repo}@{entry.revision}"
     return net
+
+
+def init_from(net: nn.Module, spec: str | Path) -> nn.Module:
+    """Copy a trained prior's weights into ``net`` (fine-tuning); the architectures must match exactly.
+
+    Args:
+        net: a network built by the zoo (it carries ``arch_config``).
+        spec: anything :func:`load` accepts (name, ``hf-hub:``, ``local-dir:``, ``.ckpt``).
+
+    Returns:
+        ``net``, with the prior's weights.
+    """
+    source = load(spec)
+    if source.arch_config != net.arch_config:
+        raise ValueError(f"init_from={spec} holds {source.arch_config}, but this module builds "
+                         f"{net.arch_config}; set model.arch/arch_args/in_chans to match")
+    net.load_state_dict(source.state_dict(), strict=True)
+    return net

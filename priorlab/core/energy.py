@@ -1,0 +1,289 @@
+"""Normalized energy models: scores by autograd, the normalization constant, log-probabilities (algorithms.md §7).
+
+An energy U(y, t) ≈ −log p(y, t) + const, with t = σ² the noise variance, gives
+
+* its scores by autograd: ∇_y U (data score) and ∂_t U (time score, derivative in the variance t);
+* its denoiser D(y, t) = y − t∇_y U(y, t) (Miyasawa, §1.5), which satisfies the ``Denoiser`` contract;
+* a normalized log-density of clean images, log p(x) = −(U(x, 0) + C), once the single constant C is
+  fixed at a large noise level t_max where p(·, t_max) ≈ N(μ, t_max·I) (§7.4):
+  C = (d/2)·ln(2πe·t_max) − E_y[U(y, t_max)].
+
+:class:`NormalizedEnergy` is a mixin for ``nn.Module`` energies that implement ``energy(y, t)``; the
+learned network (``priorlab.zoo.energy_unet.EnergyNet``) and the analytic :class:`GaussianEnergy` share
+this one code path, so exact tests of the analytic energy test the network's normalization too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from priorlab.core.gaussian_field import GaussianField
+
+DEFAULT_T_MAX = 1e3  # PSNR_in = −30 dB, data variance ≈ 0.07 ≪ t_max (algorithms.md §7.4)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Result of fixing the normalization constant C (algorithms.md §7.4).
+
+    Attributes:
+        log_norm_const: C in nats, added to U(x, 0) to give −log p(x).
+        stderr: Monte-Carlo standard error of C in nats (it enters every log-probability).
+        t_max: noise variance at which the Gaussian limit was taken.
+        num_images: number of noisy images in the average E_y[U(y, t_max)].
+    """
+
+    log_norm_const: float
+    stderr: float
+    t_max: float
+    num_images: int
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """float32 without TF32 and without autocast, for energies and log-probabilities (ecosystem.md §7).
+
+    TF32 convolutions shift per-image energies by ~1e-2 nats and bf16 autocast by nats; evaluation
+    therefore switches both off and restores the caller's settings afterwards.
+    """
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    matmul_precision = torch.get_float32_matmul_precision()
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+        torch.set_float32_matmul_precision(matmul_precision)
+
+
+def gaussian_entropy(dims: int, t: float) -> float:
+    """Differential entropy (d/2)·ln(2πe·t) in nats of N(μ, t·I) in d dimensions."""
+    return 0.5 * dims * math.log(2.0 * math.pi * math.e * t)
+
+
+def log_norm_const_from_energies(energies: torch.Tensor, dims: int, t_max: float) -> tuple[float, float]:
+    """C = (d/2)·ln(2πe·t_max) − mean(U(y, t_max)) and its standard error (algorithms.md §7.4).
+
+    Args:
+        energies: U(y, t_max) of noisy images, shape (n,), nats.
+        dims: d = C·H·W.
+        t_max: the noise variance of those images.
+
+    Returns:
+        (C, standard error of C), both in nats.
+    """
+    u = energies.detach().double().flatten()
+    if u.numel() == 0:
+        raise ValueError("no energies to calibrate with")
+    if not torch.isfinite(u).all():
+        raise ValueError("energies at t_max contain NaN or infinity; the model cannot be normalized")
+    stderr = float(u.std(unbiased=True)) / math.sqrt(u.numel()) if u.numel() > 1 else float("nan")
+    return gaussian_entropy(dims, t_max) - float(u.mean()), stderr
+
+
+def check_quantized(x: torch.Tensor, levels: int = 256, *, name: str = "images") -> torch.Tensor:
+    """Require images on the grid k/(levels − 1) in [0, 1] (the 8-bit convention of bits/dim, §7.4).
+
+    Raises:
+        ValueError: values outside [0, 1] or off the grid (e.g. already noisy, or 16-bit data).
+    """
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{name} must lie in [0, 1] for {levels}-level bits/dim, got "
+                         f"[{x.min().item():.3g}, {x.max().item():.3g}]")
+    scaled = x.double() * (levels - 1)
+    err = (scaled - scaled.round()).abs().max().item()
+    if err > 1e-3:
+        raise ValueError(f"{name} are not {levels}-level data (values k/{levels - 1}; largest deviation "
+                         f"{err:.3g} levels): bits/dim with +log2({levels}) assumes {math.log2(levels):g}-bit "
+                         "images; pass levels=None to report the continuous density instead")
+    return x
+
+
+def _t_column(t: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """t as a (B,) tensor of ``like``'s dtype and device (a float broadcasts)."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"t must be a float or have shape ({batch},), got {tuple(t.shape)}")
+    return t
+
+
+class NormalizedEnergy:
+    """Mixin for ``nn.Module`` energies: scores, denoiser, calibration and ``log_prob``.
+
+    The class mixing it in implements ``energy(y, t) -> (B,)`` in nats and calls
+    :meth:`_init_normalization` in its constructor, which registers the buffer ``log_norm_const``
+    (C in nats, float64, NaN until :meth:`calibrate` sets it; saved in the state dict).
+    """
+
+    log_norm_const: torch.Tensor
+
+    def _init_normalization(self) -> None:
+        assert isinstance(self, nn.Module)
+        self.register_buffer("log_norm_const", torch.tensor(float("nan"), dtype=torch.float64))
+
+    def energy(self, y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check_input(self, y: torch.Tensor) -> None:
+        """Hook for input validation (shape, channels); raises ``ValueError``."""
+
+    # ---- scores -----------------------------------------------------------------------------------
+    def scores(self, y: torch.Tensor, t: torch.Tensor | float, *, create_graph: bool = False,
+               time_score: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """U(y, t), ∇_y U and ∂_t U by one autograd call (algorithms.md §7.1).
+
+        With ``create_graph=True`` the scores stay differentiable in the parameters (the double
+        backward of dual score matching); ∂_t U is taken with respect to the variance t fed to the
+        network. Works under ``torch.no_grad`` (gradients are enabled inside).
+
+        Args:
+            y: noisy images (B, C, H, W).
+            t: noise variance per image, (B,) or a float.
+            create_graph: keep the graph of the scores (training).
+            time_score: also return ∂_t U (otherwise ``None``).
+
+        Returns:
+            (U (B,) nats, ∇_y U (B, C, H, W), ∂_t U (B,) or None).
+        """
+        self.check_input(y)
+        t = _t_column(t, y.shape[0], y)
+        with torch.enable_grad():
+            yy = y if (create_graph and y.requires_grad) else y.detach().requires_grad_(True)
+            tt = t.detach().requires_grad_(True) if time_score else t.detach()
+            u = self.energy(yy, tt)
+            inputs = (yy, tt) if time_score else (yy,)
+            grads = torch.autograd.grad(u.sum(), inputs, create_graph=create_graph)
+        if not create_graph:
+            u, grads = u.detach(), tuple(g.detach() for g in grads)
+        return u, grads[0], grads[1] if time_score else None
+
+    def denoise(self, y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """D(y, t) = y − t∇_y U(y, t) (Miyasawa; algorithms.md §7.1), detached. Shape of ``y``."""
+        _, grad, _ = self.scores(y, t, time_score=False)
+        return y - _t_column(t, y.shape[0], y).view(-1, 1, 1, 1) * grad
+
+    def forward(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        """The ``Denoiser`` contract: x̂(y) = y − σ²∇_y U(y, σ²); σ (float or (B,)) is required."""
+        if sigma is None:
+            raise ValueError("an energy model's denoiser needs the noise level sigma (its std, [0, 1] units); "
+                             "blind use is not possible because U depends on t = sigma**2")
+        s = _t_column(sigma, y.shape[0], y)
+        return self.denoise(y, s * s)
+
+    # ---- normalization ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate(self, images: torch.Tensor, t_max: float = DEFAULT_T_MAX, *,
+                  generator: torch.Generator | None = None, batch_size: int = 256) -> Calibration:
+        """Fix C from noisy images at t_max and store it in ``log_norm_const`` (algorithms.md §7.4).
+
+        C = (d/2)·ln(2πe·t_max) − E_y[U(y, t_max)], y = x + √t_max·z: at t_max the noisy density is
+        the Gaussian N(μ, (Σ + t_max)I) ≈ N(μ, t_max·I), whose entropy equals its expected energy. The
+        error of the approximation is tr(Σ)/(2·t_max) nats (5e-5 bits/dim for natural images).
+        Evaluated in float32 (or the images' float64) with TF32 and autocast off.
+
+        Args:
+            images: clean images (N, C, H, W), [0, 1]; held-out data, not the training set.
+            t_max: the large noise variance (1e3 in the paper).
+            generator: randomness of the noise (on the images' device).
+            batch_size: images per forward pass.
+
+        Returns:
+            :class:`Calibration`; ``log_norm_const`` is also written into the module's buffer.
+        """
+        if images.ndim != 4 or images.shape[0] < 2:
+            raise ValueError(f"calibration needs a batch (N >= 2, C, H, W) of images, got {tuple(images.shape)}")
+        if t_max <= 0:
+            raise ValueError(f"t_max must be > 0, got {t_max}")
+        energies = []
+        with full_precision():
+            for chunk in images.split(batch_size):
+                x = chunk.float() if chunk.dtype != torch.float64 else chunk
+                y = x + math.sqrt(t_max) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                energies.append(self.energy(y, t_max))
+        dims = images[0].numel()
+        c, stderr = log_norm_const_from_energies(torch.cat(energies), dims, t_max)
+        self.log_norm_const.fill_(c)
+        return Calibration(log_norm_const=c, stderr=stderr, t_max=float(t_max), num_images=images.shape[0])
+
+    @property
+    def is_calibrated(self) -> bool:
+        """Whether ``log_norm_const`` holds a calibrated C."""
+        return bool(torch.isfinite(self.log_norm_const))
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized log-density of clean images, log p(x) = −(U(x, 0) + C), in nats (algorithms.md §7.4).
+
+        One network evaluation per image (t = 0 is fed exactly), in float32 (float64 for float64
+        input) with TF32 and autocast off.
+
+        Args:
+            x: clean images (B, C, H, W) in [0, 1].
+
+        Returns:
+            log p(x), shape (B,), float64, nats.
+
+        Raises:
+            RuntimeError: C was never calibrated.
+        """
+        if not self.is_calibrated:
+            raise RuntimeError("this energy model has no normalization constant yet (log_norm_const is NaN): call "
+                               "model.calibrate(held_out_images) first, or train it with DualScoreModule, which "
+                               "calibrates on the validation images and stores C in the checkpoint")
+        if not torch.isfinite(x).all():
+            raise ValueError("images contain NaN or infinite values")
+        with full_precision():
+            xf = x if x.dtype == torch.float64 else x.float()
+            u0 = self.energy(xf, 0.0)
+        return -(u0.double() + self.log_norm_const.to(u0.device))
+
+
+class GaussianEnergy(NormalizedEnergy, nn.Module):
+    """Exact energy of a :class:`GaussianField` plus an arbitrary offset, for tests and references (§7.8).
+
+    U(y, t) = ½ Σ_k |Y_k − μ̂_k|²/(λ_k + t) + (C_ch/2)·Σ_k ln(λ_k + t) + (d/2)·ln 2π + offset, i.e.
+    −log p(y, t) + offset; an energy network is likewise normalized only up to an unknown constant,
+    which :meth:`calibrate` must recover (C = −offset up to the Gaussian-limit and Monte-Carlo errors).
+    Computed in float64 and differentiable in y and t (unlike ``GaussianField.energy``, which goes
+    through σ = √t and has no finite ∂_t at t = 0).
+
+    Args:
+        field: the Gaussian field.
+        offset: constant added to the energy, nats.
+        spectrum_scale: multiplies λ (1 is exact; other values give a wrong model for loss tests).
+    """
+
+    def __init__(self, field: GaussianField, offset: float = 0.0, spectrum_scale: float = 1.0) -> None:
+        super().__init__()
+        self.field = field
+        self.offset = float(offset)
+        self.register_buffer("spectrum", field.spectrum() * spectrum_scale)
+        self._init_normalization()
+
+    def check_input(self, y: torch.Tensor) -> None:
+        expected = (self.field.channels, self.field.height, self.field.width)
+        if y.ndim != 4 or tuple(y.shape[1:]) != expected:
+            raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {tuple(y.shape)}")
+
+    def energy(self, y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """U(y, t) per image, (B,), float64, nats (algorithms.md §7.8)."""
+        self.check_input(y)
+        t = _t_column(t, y.shape[0], y.double()).view(-1, 1, 1, 1)
+        eig = self.spectrum.to(y.device) + t  # (B, 1, H, W): spectrum of Σ + tI
+        power = torch.fft.fft2(y.double() - self.field.mean, norm="ortho").abs().pow(2)
+        quad = (power / eig).sum(dim=(1, 2, 3))
+        log_det = self.field.channels * torch.log(eig).flatten(1).sum(1)
+        return 0.5 * (quad + log_det + self.field.num_pixels * math.log(2 * math.pi)) + self.offset
