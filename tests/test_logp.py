@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from priorlab.benchmarks.logp import (
-    EnergyDenoiser,
     energy_log_prob,
     gaussian_prior_log_prob,
     ode_log_prob,
     prepare_images,
     probability_flow,
 )
+from priorlab.core.energy import energy_denoiser
 from priorlab.core.gaussian_field import GaussianField
 from priorlab.core.likelihood import LN2
 
@@ -43,7 +43,7 @@ class GaussianEnergy(nn.Module):
         return -(self.energy(x, torch.zeros(x.shape[0], dtype=x.dtype)) + self.C)
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return EnergyDenoiser(self)(y, sigma)
+        return energy_denoiser(self, differentiable=True)(y, sigma)
 
     def calibrate(self, n: int, t_max: float, generator: torch.Generator) -> None:
         """C = (d/2) ln(2πe t_max) − E_y[U(y, t_max)] over noisy samples (algorithms.md §7.4)."""

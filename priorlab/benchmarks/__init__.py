@@ -18,7 +18,6 @@ from priorlab.benchmarks.denoising import (
     summarize,
 )
 from priorlab.benchmarks.logp import (
-    EnergyDenoiser,
     FlowResult,
     LogProbProgress,
     LogProbResult,
@@ -35,7 +34,6 @@ __all__ = [
     "DNCNN_B_BSD68",
     "PUBLISHED",
     "DenoisingRecord",
-    "EnergyDenoiser",
     "FlowResult",
     "LogProbProgress",
     "LogProbResult",

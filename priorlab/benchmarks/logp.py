@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from priorlab.core.energy import full_precision
+from priorlab.core.energy import energy_denoiser, full_precision
 from priorlab.core.likelihood import DEQUANTIZATIONS, bits_per_dim, mean_and_stderr
 
 ESTIMATORS = ("energy", "ode")
@@ -281,26 +281,6 @@ def _result(estimator: str, log_prob: torch.Tensor, dims: int, nfe: tuple[int, .
 # -- the probability-flow ODE estimator ------------------------------------------------------------
 
 
-class EnergyDenoiser:
-    """The denoiser of an energy model, D(y, σ) = y − t ∇_y U(y, t) with t = σ² (Miyasawa, §7.1).
-
-    Built here with ``create_graph=True`` so that the ODE's divergence can differentiate through the
-    gradient (a double backward), whatever the model's own ``forward`` does in eval mode.
-    """
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __call__(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
-        if sigma is None:
-            raise ValueError("an energy model's denoiser needs the noise level sigma")
-        t = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).expand(y.shape[0]) ** 2
-        with torch.enable_grad():
-            y_in = y if y.requires_grad else y.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.model.energy(y_in, t).sum(), y_in, create_graph=True)
-        return y_in - t.view(-1, 1, 1, 1) * grad
-
-
 @dataclass(frozen=True)
 class FlowResult:
     """End of one probability-flow integration.
@@ -327,7 +307,7 @@ def probability_flow(denoiser: Any, x: torch.Tensor, sigma_from: float, sigma_to
 
     Args:
         denoiser: ``Denoiser`` ``(y, sigma) -> x̂``; σ is passed as a (B,) tensor. Energy models are
-            wrapped in :class:`EnergyDenoiser` by :func:`ode_log_prob`.
+            wrapped in ``core.energy.energy_denoiser`` by :func:`ode_log_prob`.
         x: start state at ``sigma_from``, (B, C, H, W); its dtype is the integration dtype.
         sigma_from: σ at the start (> 0).
         sigma_to: σ at the end (> 0).
@@ -420,7 +400,7 @@ def ode_log_prob(model: Any, images: torch.Tensor, *, batch_size: int = 16, dive
 
     Args:
         model: a ``Denoiser`` ``(y, sigma) -> x̂`` (blind or σ-conditioned), or an energy model (anything
-            with ``energy(y, t)``), used through its denoiser y − t ∇_y U (:class:`EnergyDenoiser`).
+            with ``energy(y, t)``), used through its denoiser y − t ∇_y U (``core.energy.energy_denoiser``).
         images: (N, C, H, W) uint8 or float on the 8-bit grid (or continuous with ``levels=None``).
         batch_size: images integrated together (the adaptive step is shared by a batch).
         divergence: ``"exact"`` or ``"hutchinson"``.
@@ -445,7 +425,7 @@ def ode_log_prob(model: Any, images: torch.Tensor, *, batch_size: int = 16, dive
         raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    denoiser = EnergyDenoiser(model) if callable(getattr(model, "energy", None)) else model
+    denoiser = energy_denoiser(model, differentiable=True) if callable(getattr(model, "energy", None)) else model
     if not callable(denoiser):
         raise TypeError(f"{type(model).__name__} is neither a denoiser nor an energy model")
     if dtype == torch.float32:

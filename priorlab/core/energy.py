@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,32 @@ from torch import nn
 from priorlab.core.gaussian_field import GaussianField
 
 DEFAULT_T_MAX = 1e3  # PSNR_in = −30 dB, data variance ≈ 0.07 ≪ t_max (algorithms.md §7.4)
+
+
+def energy_denoiser(model, *, differentiable: bool = False) -> Callable[..., torch.Tensor]:
+    """The denoiser of any ``EnergyModel``: x̂(y) = y − t∇_y U(y, t) with t = σ² (algorithms.md §1.5).
+
+    The gradient is taken with autograd (``torch.enable_grad`` inside, so it also works under
+    ``no_grad``); σ (a float or one per image, (B,)) is required.
+
+    Args:
+        model: anything with ``energy(y, t) -> (B,)``.
+        differentiable: keep the graph (``create_graph=True``), so that the output can be
+            differentiated again in y, e.g. for the divergence of the probability-flow ODE; otherwise
+            the output is detached.
+    """
+
+    def denoise(y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        if sigma is None:
+            raise ValueError("an energy model's denoiser needs the noise level sigma")
+        t = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).expand(y.shape[0]) ** 2
+        with torch.enable_grad():
+            yy = y if (differentiable and y.requires_grad) else y.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(model.energy(yy, t).sum(), yy, create_graph=differentiable)
+        out = yy - t.view(-1, 1, 1, 1) * grad
+        return out if differentiable else out.detach()
+
+    return denoise
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ def sample_adaptive(denoiser, shape: tuple[int, int, int, int] | None = None, *,
 
     Args:
         denoiser: ``Denoiser`` (y, sigma) -> x̂ in eval mode (blind networks, conditional
-            denoisers that use σ, or an energy model's denoiser via :func:`energy_denoiser`).
+            denoisers that use σ, or an energy model's denoiser via :func:`priorlab.core.energy.energy_denoiser`).
         shape: (B, C, H, W) of the batch to draw; y₀ ~ N(init_mean·1, σ₀²I) (Alg. 1, step 1).
         x_init: instead of ``shape``, the initial images y₀ (B, C, H, W) themselves.
         h0: initial step size h₀ ∈ (0, 1].
@@ -197,23 +197,3 @@ def sample_adaptive(denoiser, shape: tuple[int, int, int, int] | None = None, *,
                   max_steps=max_steps, generator=generator, guard=guard, callback=callback,
                   return_trajectory=return_trajectory,
                   params=dict(init_mean=init_mean if x_init is None else None, algorithm="Algorithm 1"))
-
-
-def energy_denoiser(model) -> Callable[..., torch.Tensor]:
-    """The denoiser of an ``EnergyModel``: x̂(y) = y − t∇_y U(y, t) with t = σ² (algorithms.md §1.5).
-
-    The gradient is taken with autograd (``torch.enable_grad`` inside, so it also works under the
-    samplers' ``no_grad``); σ is required.
-    """
-
-    def denoise(y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
-        if sigma is None:
-            raise ValueError("an energy model's denoiser needs the noise level sigma")
-        t = torch.as_tensor(sigma, dtype=y.dtype, device=y.device) ** 2
-        t = t.expand(y.shape[0]) if t.ndim == 0 else t
-        with torch.enable_grad():
-            yy = y.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(model.energy(yy, t).sum(), yy)
-        return (y - t.view(-1, 1, 1, 1) * grad).detach()
-
-    return denoise
