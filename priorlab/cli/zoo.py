@@ -64,7 +64,7 @@ def run(args: list[str]) -> int:
         entries = list_priors(cfg.list.kind)
         if cfg.list.json:
             print(json.dumps([{**e.__dict__, "location": e.location, "timm_name": e.timm_name} for e in entries],
-                             indent=2))
+                             indent=2, ensure_ascii=False))
         elif not entries:
             print("no priors in the catalog" + (f" of kind {cfg.list.kind!r}" if cfg.list.kind else ""))
         else:

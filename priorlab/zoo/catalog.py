@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -54,7 +54,6 @@ class PriorEntry:
     revision: str | None = None
     timm_tag: str | None = None
     description: str = ""
-    aliases: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
