@@ -25,3 +25,28 @@ def tiny_trainer(root: Path, **kw) -> pl.Trainer:
                 enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root))
     args.update(kw)
     return pl.Trainer(**args)
+
+
+def assert_ddp_matches_one_process(tmp_path: Path, monkeypatch, make_module, make_data, **trainer_kw) -> None:
+    """One step on the full batch in one process and on two halves with ``ddp_spawn`` (gloo) must give
+    the same gradients. The modules save theirs as ``grads_<world>_<rank>.pt`` in ``tmp_path``;
+    ``make_data(batch_size)`` builds the datamodule.
+    """
+    import socket
+
+    import torch
+
+    kw = dict(max_steps=1, limit_val_batches=0, enable_checkpointing=False, **trainer_kw)
+    torch.manual_seed(0)
+    tiny_trainer(tmp_path, **kw).fit(make_module(), datamodule=make_data(8))
+    torch.manual_seed(0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(s.getsockname()[1]))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    tiny_trainer(tmp_path, strategy="ddp_spawn", devices=2, **kw).fit(make_module(), datamodule=make_data(4))
+    ref = torch.load(tmp_path / "grads_1_0.pt")
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"grads_2_{rank}.pt")
+        for name, g in ref.items():
+            torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")

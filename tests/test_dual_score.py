@@ -1,6 +1,5 @@
 """DualScoreModule: training, validation NLL, checkpoints with the normalization constant, Lightning pitfalls."""
 
-import socket
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -12,7 +11,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from priorlab.datamodules import FashionMNISTDataModule
 from priorlab.lightning_modules import DualScoreModule
 from priorlab.zoo import load, load_checkpoint
-from tests.helpers import tiny_trainer
+from tests.helpers import assert_ddp_matches_one_process, tiny_trainer
 from tests.test_fashion_mnist import tiny_fashion_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -194,19 +193,5 @@ class FixedImages(pl.LightningDataModule):
 def test_two_process_ddp_matches_one_process_on_the_full_batch(tmp_path, monkeypatch):
     """Double backward under DDP (no static_graph) gives the one-process gradient (ecosystem.md §6.3)."""
     common = dict(arch="test_energy_unet", in_chans=1, grad_dir=str(tmp_path), val_psnr_in=(20.0,))
-    kw = dict(max_steps=1, limit_val_batches=0, enable_checkpointing=False, inference_mode=False)
-    torch.manual_seed(0)
-    one = FixedNoiseModule(**common)
-    tiny_trainer(tmp_path, **kw).fit(one, datamodule=FixedImages(batch_size=8))
-    torch.manual_seed(0)
-    two = FixedNoiseModule(**common)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("MASTER_PORT", str(s.getsockname()[1]))
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    tiny_trainer(tmp_path, strategy="ddp_spawn", devices=2, **kw).fit(two, datamodule=FixedImages(batch_size=4))
-    ref = torch.load(tmp_path / "grads_1_0.pt")
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"grads_2_{rank}.pt")
-        for name, g in ref.items():
-            torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert_ddp_matches_one_process(tmp_path, monkeypatch, lambda: FixedNoiseModule(**common), FixedImages,
+                                   inference_mode=False)

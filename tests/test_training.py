@@ -1,4 +1,3 @@
-import socket
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -9,7 +8,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from priorlab.lightning_modules import DenoiseFigure, DenoiserModule
 from priorlab.zoo import load_checkpoint
-from tests.helpers import tiny_data, tiny_module, tiny_trainer
+from tests.helpers import assert_ddp_matches_one_process, tiny_data, tiny_module, tiny_trainer
 
 
 def _fit(tmp_path, module=None, data=None, **trainer_kw):
@@ -143,22 +142,8 @@ class FixedImages(pl.LightningDataModule):
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_on_the_full_batch(tmp_path, monkeypatch):
     common = dict(arch="test_bf_dncnn", grad_dir=str(tmp_path), val_sigmas_255=(25.0,))
-    kw = dict(max_steps=1, limit_val_batches=0, sync_batchnorm=True, enable_checkpointing=False)
-    torch.manual_seed(0)
-    one = FixedNoiseModule(**common)
-    tiny_trainer(tmp_path, **kw).fit(one, datamodule=FixedImages(batch_size=8))
-    torch.manual_seed(0)
-    two = FixedNoiseModule(**common)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("MASTER_PORT", str(s.getsockname()[1]))
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    tiny_trainer(tmp_path, strategy="ddp_spawn", devices=2, **kw).fit(two, datamodule=FixedImages(batch_size=4))
-    ref = torch.load(tmp_path / "grads_1_0.pt")
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"grads_2_{rank}.pt")
-        for name, g in ref.items():
-            torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert_ddp_matches_one_process(tmp_path, monkeypatch, lambda: FixedNoiseModule(**common), FixedImages,
+                                   sync_batchnorm=True)
 
 
 def test_ema_network_denoises_early_in_training(tmp_path):
