@@ -43,7 +43,7 @@ def test_linear_physics_is_our_operator(name):
     c = torch.randn(2, *op.measurement_shape, generator=g)
     torch.testing.assert_close(physics.A(x), op.measure(x))
     torch.testing.assert_close(physics.A_adjoint(c), op.embed(c))
-    # Adjointness against ours: <A x, c> = <x, Mᵀ... > i.e. <Mᵀx, c> = <x, M c>.
+    # Adjointness against ours: <A x, c> = <x, Mᵀ c>.
     lhs = (physics.A(x) * c).sum()
     rhs = (x * op.embed(c)).sum()
     torch.testing.assert_close(lhs, rhs, rtol=1e-5, atol=1e-5)
