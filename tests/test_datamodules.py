@@ -272,6 +272,22 @@ def test_photos_datamodule_folders(photo_folder, tmp_path):
     assert (b_gray.val_images[1][0] - luma).abs().max() <= 1.01 / 255
 
 
+def test_photos_datamodule_adds_folders_to_the_builtin_photos(photo_folder):
+    dm = PhotosDataModule(channels=3, patch_size=16, patches_per_epoch=8, batch_size=4,
+                          train_dirs=["builtin:photos", str(photo_folder)])
+    dm.setup("fit")
+    n_builtin = len(list_photos("photos", 3))
+    assert len(dm.train_dataset.pyramids) == n_builtin + 3
+    dm.setup("validate")  # validation stays on the built-in test split
+    assert len(dm.val_images) == len(list_photos("photos-test", 3))
+    with pytest.raises(ValueError, match="never be trained on"):  # explicit or default test split
+        PhotosDataModule(train_dirs=["builtin:photos-test"])
+    with pytest.raises(ValueError, match="never be trained on"):
+        PhotosDataModule(test_dirs=["builtin:photos"])
+    with pytest.raises(ValueError, match="builtin:photos-test"):
+        PhotosDataModule(train_dirs=["builtin:fotos"])
+
+
 def test_photos_datamodule_errors(tmp_path, photo_folder):
     with pytest.raises(FileNotFoundError, match="not found"):
         PhotosDataModule(train_dirs=[str(tmp_path / "missing")])

@@ -152,6 +152,24 @@ def test_bf_batchnorm_gain_init_follows_reference():
     assert 0.55 < (w.abs() > 0.025 - 1e-6).float().mean() < 0.8  # about two thirds clamped
 
 
+def test_biased_counterpart_starts_near_the_identity_like_the_bias_free_net():
+    # The biased DnCNN's gains start as the reference's (not PyTorch's gamma = 1), so both nets'
+    # initial residuals are small; with gamma = 1 the biased residual is O(1) and it trains far slower.
+    from priorlab.zoo.layers import batch_norm
+
+    torch.manual_seed(0)
+    bn = batch_norm(10_000, bias=True)
+    assert bn.weight.abs().max() <= 0.025 + 1e-7 and torch.all(bn.bias == 0)
+    y = torch.rand(8, 1, 40, 40)
+    ratios = {}
+    for bias in (False, True):
+        torch.manual_seed(0)
+        m = create_model("dncnn_small" if bias else "bf_dncnn_small", in_chans=1).train()
+        with torch.no_grad():
+            ratios[bias] = float((m(y) - y).norm() / y.norm())
+    assert ratios[True] < 0.1 and ratios[False] < 0.1, ratios
+
+
 def test_create_model_errors_are_helpful():
     with pytest.raises(KeyError, match="bf_dncnn"):
         create_model("bf_dncn")

@@ -142,6 +142,29 @@ def _photo_tensor(name: str, channels: int) -> torch.Tensor:
     return array_to_tensor(_photo_array(name), channels)
 
 
+BUILTIN_PREFIX = "builtin:"
+
+
+def _sources(dirs: list[str] | None, default_split: str) -> tuple[list[str], list[str]]:
+    """Split a folder list into built-in splits (``builtin:<split>`` entries) and real folders.
+
+    None (no folders given) is the default built-in split alone.
+    """
+    if not dirs:
+        return [default_split], []
+    splits, folders = [], []
+    for d in dirs:
+        if str(d).startswith(BUILTIN_PREFIX):
+            split = str(d)[len(BUILTIN_PREFIX):]
+            if split not in PHOTO_SPLITS:
+                raise ValueError(f"unknown built-in split {d!r}; use one of "
+                                 f"{', '.join(BUILTIN_PREFIX + k for k in PHOTO_SPLITS)} or a folder path")
+            splits.append(split)
+        else:
+            folders.append(d)
+    return splits, folders
+
+
 def _dir_list(dirs: list[str] | str | None) -> list[str] | None:
     """Accept a single folder where a list is expected (handy on the command line)."""
     if dirs is None:
@@ -155,7 +178,9 @@ class PhotosDataModule(pl.LightningDataModule):
     With no folders it uses the built-in photos: split ``"photos"`` for training, ``"photos-test"``
     for validation, test and predict. Folders replace them per role (e.g. BSD400 for training, Set12
     for validation, BSD68 for test); they are searched recursively for .png/.jpg/.jpeg/.bmp/.tif/.tiff
-    files and only read.
+    files and only read. An entry ``builtin:photos`` (or ``builtin:photos-test``) in a list stands
+    for that built-in split, so folders can be added to the built-in photos, e.g.
+    ``train_dirs: [builtin:photos, /usr/share/backgrounds/mate/nature]``.
 
     Training batches are clean patches (B, C, p, p) in [0, 1] (the LightningModule adds noise);
     validation/test/predict batches are single images (1, C, H, W). See ``patches.py`` for how the
@@ -168,7 +193,7 @@ class PhotosDataModule(pl.LightningDataModule):
         scales: rescaling factors of the source images (antialiased bicubic), chosen uniformly.
         batch_size: training batch size B.
         num_workers: DataLoader worker processes for training.
-        train_dirs: folders of training images; None uses the built-in ``"photos"``.
+        train_dirs: folders of training images (or ``builtin:<split>``); None uses the built-in ``"photos"``.
         val_dirs: folders of validation images; None uses the built-in ``"photos-test"``.
         test_dirs: folders of test (and predict) images; None uses the built-in ``"photos-test"``.
         val_max_size: center-crop validation/test images to at most this size; None keeps them whole.
@@ -190,11 +215,16 @@ class PhotosDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.seed, self.val_max_size = seed, val_max_size
         self.train_dirs, self.val_dirs, self.test_dirs = map(_dir_list, (train_dirs, val_dirs, test_dirs))
-        # Fail at construction (before the Trainer starts) on a mistyped folder.
-        checked = {role: check_folders(d) for role, d in
-                   (("train", self.train_dirs), ("val", self.val_dirs), ("test", self.test_dirs)) if d}
-        for test_dir in checked.get("test", []):
-            for train_dir in checked.get("train", []):
+        # Fail at construction (before the Trainer starts) on a mistyped folder or split.
+        sources = {role: _sources(d, default) for role, d, default in
+                   (("train", self.train_dirs, TRAIN_SPLIT), ("val", self.val_dirs, TEST_SPLIT),
+                    ("test", self.test_dirs, TEST_SPLIT))}
+        checked = {role: check_folders(folders) if folders else [] for role, (_, folders) in sources.items()}
+        for split in set(sources["train"][0]) & set(sources["test"][0]):
+            raise ValueError(f"the built-in split {split!r} is used for training and for testing: test images "
+                             "must never be trained on")
+        for test_dir in checked["test"]:
+            for train_dir in checked["train"]:
                 if test_dir == train_dir or train_dir in test_dir.parents or test_dir in train_dir.parents:
                     raise ValueError(f"test folder {test_dir} overlaps training folder {train_dir}: "
                                      "test images must never be trained on")
@@ -204,9 +234,9 @@ class PhotosDataModule(pl.LightningDataModule):
         self.test_images: list[torch.Tensor] | None = None
 
     def _images(self, dirs: list[str] | None, split: str) -> list[torch.Tensor]:
-        if dirs:
-            return read_image_folders(dirs, self.channels)
-        return [load_photo(name, self.channels) for name in list_photos(split, self.channels)]
+        splits, folders = _sources(dirs, split)
+        images = [load_photo(name, self.channels) for s in splits for name in list_photos(s, self.channels)]
+        return images + (read_image_folders(folders, self.channels) if folders else [])
 
     def setup(self, stage: str | None = None) -> None:
         """Read the images the stage needs (once; later calls reuse them)."""

@@ -55,9 +55,7 @@ class BFBatchNorm2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Reference gain init: N(0, sqrt(2/9/64)) clamped to ±0.025 (about two thirds start at ±0.025).
-        with torch.no_grad():
-            self.weight.normal_(0.0, math.sqrt(2.0 / 9.0 / 64.0)).clamp_(-0.025, 0.025)
+        reference_gain_init_(self.weight)
         self.running_var.fill_(1.0)
         self.stats_initialized.zero_()
 
@@ -85,6 +83,18 @@ class BFBatchNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+def reference_gain_init_(weight: torch.Tensor) -> torch.Tensor:
+    """Reference batch-norm gain init, in place: N(0, √(2/9/64)) clamped to ±0.025.
+
+    About two thirds of the gains start at ±0.025, so a freshly built DnCNN's residual is small and
+    the network starts close to the identity. The 2020 reference initializes the gains of its
+    biased DnCNN the same way; PyTorch's default (γ = 1) makes the initial residual O(1), and
+    the biased net then spends its first thousands of steps unlearning it.
+    """
+    with torch.no_grad():
+        return weight.normal_(0.0, math.sqrt(2.0 / 9.0 / 64.0)).clamp_(-0.025, 0.025)
 
 
 def _distributed() -> bool:
@@ -119,8 +129,15 @@ def conv3x3(in_ch: int, out_ch: int, *, bias: bool) -> nn.Conv2d:
 class BatchNorm2d(nn.BatchNorm2d):
     """Ordinary batch norm (the biased counterpart) with the same warm start as :class:`BFBatchNorm2d`.
 
-    The first training batch sets the running mean and variance; later ones use ``momentum``.
+    The first training batch sets the running mean and variance; later ones use ``momentum``. The
+    gains start as the bias-free layer's (:func:`reference_gain_init_`), shifts β at zero, so the
+    two counterparts differ only in the mean subtraction and the additive terms.
     """
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.affine:
+            reference_gain_init_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.num_batches_tracked.item() == 0:
