@@ -126,17 +126,13 @@ def decomposable_physics(op: LinearOperator) -> DecomposablePhysics:
 
     if isinstance(op, FourierSubset):
         # The operator's own real orthonormal Fourier basis (after its optional ±1 signs) is V.
-        basis, signs = op._basis, op._signs
-        keep = torch.zeros(c * h * w)
-        keep[op._index] = 1.0
+        keep = op.kept.float()
 
         def v_adjoint(x):
-            x = x * signs.to(x) if signs is not None else x
-            return basis.coefficients(x).reshape(x.shape[0], c, h, w)
+            return op.coefficients(x).reshape(x.shape[0], c, h, w)
 
         def v(z):
-            x = basis.image(z.reshape(z.shape[0], c, h * w))
-            return x * signs.to(x) if signs is not None else x
+            return op.image(z.reshape(z.shape[0], c, h * w))
 
         return DecomposablePhysics(V_adjoint=v_adjoint, V=v, mask=keep.view(1, c, h, w), img_size=op.image_shape)
 

@@ -73,6 +73,20 @@ def test_operator_adjoint_and_projection(shape, name):
     assert op.measure(x[:1].float()).dtype == torch.float32
 
 
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 7, 6)])
+def test_fourier_operators_expose_their_orthonormal_basis(shape):
+    # The public basis (used to give deepinv's DDRM an exact SVD) is orthogonal and contains the measurement.
+    g = _gen(2)
+    x = torch.randn(2, *shape, generator=g, dtype=torch.float64)
+    for op in (spectral_lowpass(shape, 0.3), compressive_sensing(shape, 0.25, generator=_gen(), dense_max=0)):
+        coef = op.coefficients(x)
+        assert coef.shape == (2, shape[0], shape[1] * shape[2]) and op.kept.shape == coef.shape[1:]
+        torch.testing.assert_close(coef.pow(2).sum(), x.pow(2).sum())  # Parseval
+        torch.testing.assert_close(op.image(coef), x)
+        torch.testing.assert_close(coef.flatten(1)[:, op.kept.flatten()], op.measure(x))
+        assert int(op.kept.sum()) == op.num_measurements
+
+
 def test_operator_sizes_and_errors():
     with pytest.raises(ValueError, match="must divide"):
         BlockAverage((1, 10, 10), 3)

@@ -301,17 +301,32 @@ class FourierSubset(LinearOperator):
         self._index = keep.flatten().nonzero().squeeze(1)
         self._signs = signs
 
-    def _measure(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def kept(self) -> torch.Tensor:
+        """Boolean (C, H·W): which coefficients of :meth:`coefficients` are measured, in their order."""
+        keep = torch.zeros(math.prod(self.image_shape), dtype=torch.bool)
+        keep[self._index] = True
+        return keep.view(self.image_shape[0], -1)
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """All N = C·H·W coordinates (B, C, H·W) of images (B, C, H, W) in the operator's orthonormal
+        basis (signs, then the real Fourier basis); the measurement is the subset :attr:`kept`."""
         if self._signs is not None:
             x = x * self._signs.to(x)
-        return self._basis.coefficients(x).flatten(1)[:, self._index.to(x.device)]
+        return self._basis.coefficients(x).flatten(2)
+
+    def image(self, coef: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`coefficients`: (B, C, H·W) → images (B, C, H, W) (an orthogonal map)."""
+        x = self._basis.image(coef)
+        return x * self._signs.to(x) if self._signs is not None else x
+
+    def _measure(self, x: torch.Tensor) -> torch.Tensor:
+        return self.coefficients(x).flatten(1)[:, self._index.to(x.device)]
 
     def _embed(self, c: torch.Tensor) -> torch.Tensor:
         full = c.new_zeros(c.shape[0], math.prod(self.image_shape))
         full[:, self._index.to(c.device)] = c
-        ch = self.image_shape[0]
-        x = self._basis.image(full.view(c.shape[0], ch, -1))
-        return x * self._signs.to(x) if self._signs is not None else x
+        return self.image(full.view(c.shape[0], self.image_shape[0], -1))
 
 
 def spectral_lowpass(image_shape: ImageShape, fraction: float, *, shape: str = "square") -> FourierSubset:
