@@ -117,16 +117,25 @@ def test_save_folder_never_clobbers_user_files(ckpt, folder, tmp_path):
         zoo.export_checkpoint(ckpt, target)
 
 
-def test_bundled_prior_loads_offline_and_matches_its_pin():
-    entry = zoo.get_prior("bf-dncnn-small-gray")
+BUNDLED = [e.name for e in zoo.list_priors() if e.bundled is not None]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_prior_loads_offline_and_matches_its_pin(name):
+    entry = zoo.get_prior(name)
     assert zoo.sha256_file(entry.bundled_path() / "model.safetensors") == entry.sha256
-    net = zoo.load("bf-dncnn-small-gray")
-    assert not net.training and net.prior_config["source"] == "bf-dncnn-small-gray"
+    net = zoo.load(name)
+    assert not net.training and net.prior_config["source"] == name
     assert sum(p.numel() for p in net.parameters()) == entry.params
-    assert net.prior_config["channels"] == entry.channels == 1
-    y = torch.rand(1, 1, 32, 32)
+    assert net.prior_config["channels"] == entry.channels
+    assert (entry.bundled_path() / "README.md").read_text().startswith("---")  # a card with front matter
+    y = torch.rand(1, entry.channels, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(net(3.0 * y), 3.0 * net(y), rtol=1e-4, atol=1e-5)  # bias-free
+        gap = (net(3.0 * y) - 3.0 * net(y)).abs().max()
+    if net.prior_config["init_args"].get("bias"):  # the biased counterpart is not homogeneous
+        assert gap > 1e-3
+    else:
+        assert gap < 1e-4  # bias-free: x̂(αy) = αx̂(y)
 
 
 def test_every_catalog_entry_is_consistent():
@@ -198,6 +207,29 @@ def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out_dir)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_exported_metrics_set_only_like_trained_published_curves_beside():
+    from priorlab.cli.export import metrics_from_benchmark
+
+    def payload(sigma_range, bias):
+        cfg = {"sigma_range_255": sigma_range, "arch_config": {"init_args": {"bias": bias}}}
+        return {"seed": 0, "models": {"m": {"prior_config": cfg}}, "records": [
+            {"method": "m", "dataset": "bsd68", "image": "a.png", "index": 0, "sigma_255": 90.0, "psnr_in": 10.9,
+             "psnr": 20.0, "ssim": 0.5, "seconds": 0.1}]}
+
+    published = {}
+    for key in [([0.0, 10.0], False), ([0.0, 10.0], True), ([0.0, 100.0], False), ([0.0, 55.0], False)]:
+        row = metrics_from_benchmark(payload(*key))[0][0]
+        published[str(key)] = (row.get("published_psnr"), row.get("published_source", ""))
+    assert published[str(([0.0, 10.0], False))][0] == 23.25
+    assert published[str(([0.0, 10.0], True))][0] == 11.07  # the biased curve collapses out of range
+    assert published[str(([0.0, 100.0], False))][0] == 24.07
+    assert published[str(([0.0, 55.0], False))][0] is None  # no published curve for that range here
+    assert "[0,10]" in published[str(([0.0, 10.0], True))][1]
+    legacy = payload([0.0, 10.0], False)
+    del legacy["models"]  # a JSON that does not say how the model was trained gets no published numbers
+    assert "published_psnr" not in metrics_from_benchmark(legacy)[0][0]
 
 
 def test_commands_and_fine_tuning_take_a_prior_name(tmp_path, capsys):

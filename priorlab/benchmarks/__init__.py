@@ -2,8 +2,11 @@
 
 from priorlab.benchmarks.denoising import (
     BF_DNCNN_BSD68,
+    BF_DNCNN_S10_BSD68,
     DNCNN_B_BSD68,
+    DNCNN_S10_BSD68,
     PUBLISHED,
+    PUBLISHED_ALL,
     DenoisingRecord,
     PublishedResult,
     benchmark_noise,
@@ -15,6 +18,7 @@ from priorlab.benchmarks.denoising import (
     image_metrics,
     noise_seed,
     noisy_image,
+    published_for,
     summarize,
 )
 from priorlab.benchmarks.logp import (
@@ -31,8 +35,11 @@ from priorlab.benchmarks.logp import (
 
 __all__ = [
     "BF_DNCNN_BSD68",
+    "BF_DNCNN_S10_BSD68",
     "DNCNN_B_BSD68",
+    "DNCNN_S10_BSD68",
     "PUBLISHED",
+    "PUBLISHED_ALL",
     "DenoisingRecord",
     "FlowResult",
     "LogProbProgress",
@@ -53,5 +60,6 @@ __all__ = [
     "ode_log_prob",
     "prepare_images",
     "probability_flow",
+    "published_for",
     "summarize",
 ]

@@ -70,6 +70,9 @@ class PublishedResult:
         psnr: mean output PSNR in dB by σ₂₅₅.
         source: where the numbers come from.
         verified: whether they were checked against their source.
+        psnr_in: the published input PSNRs by σ₂₅₅, where known.
+        train_range_255: the σ₂₅₅ range the published network was trained on.
+        biased: whether the published network has biases (the biased counterpart).
     """
 
     method: str
@@ -78,6 +81,8 @@ class PublishedResult:
     source: str
     verified: bool = True
     psnr_in: dict[float, float] = field(default_factory=dict)
+    train_range_255: tuple[float, float] = (0.0, 100.0)
+    biased: bool = False
 
 
 # algorithms.md §12.1: bias_free_denoising precomputed/dncnn/bias_free/0to100_metrics.p, Set68 = BSD68.
@@ -99,6 +104,34 @@ DNCNN_B_BSD68 = PublishedResult(
     verified=False,
 )
 PUBLISHED: tuple[PublishedResult, ...] = (BF_DNCNN_BSD68, DNCNN_B_BSD68)
+# algorithms.md §12.1: the same files, nets trained on σ₂₅₅ ∈ [0, 10] only (the generalization experiment).
+BF_DNCNN_S10_BSD68 = PublishedResult(
+    method="BF-DnCNN [0,10] (published)",
+    dataset="bsd68",
+    psnr={10: 33.84, 20: 30.14, 30: 28.15, 40: 26.82, 50: 25.80,
+          60: 24.99, 70: 24.31, 80: 23.74, 90: 23.25, 100: 22.83},
+    psnr_in=BF_DNCNN_BSD68.psnr_in,
+    source=BF_DNCNN_BSD68.source,
+    train_range_255=(0.0, 10.0),
+)
+DNCNN_S10_BSD68 = PublishedResult(
+    method="DnCNN [0,10] (published)",
+    dataset="bsd68",
+    psnr={10: 33.69, 20: 24.04, 30: 19.80, 40: 17.17, 50: 15.29,
+          60: 13.87, 70: 12.73, 80: 11.82, 90: 11.07, 100: 10.45},
+    psnr_in=BF_DNCNN_BSD68.psnr_in,
+    source=BF_DNCNN_BSD68.source,
+    train_range_255=(0.0, 10.0),
+    biased=True,
+)
+PUBLISHED_ALL: tuple[PublishedResult, ...] = (*PUBLISHED, BF_DNCNN_S10_BSD68, DNCNN_S10_BSD68)
+
+
+def published_for(dataset: str, train_range_255: Sequence[float], biased: bool) -> list[PublishedResult]:
+    """The verified published curves of networks trained like a given one (same σ range and bias) on a test set."""
+    key = tuple(float(v) for v in train_range_255)
+    return [p for p in PUBLISHED_ALL if p.verified and p.dataset == dataset and p.train_range_255 == key
+            and p.biased == biased]
 
 
 # ---- noise -----------------------------------------------------------------------------------------

@@ -45,12 +45,14 @@ def _read_json(path: str, what: str) -> Any:
 def metrics_from_benchmark(payload: dict[str, Any], label: str | None = None) -> tuple[list[dict[str, Any]], str]:
     """Card metrics (per dataset and σ) from the JSON of ``benchmarks/denoise_quality.py``.
 
-    BM3D and published numbers on the same dataset and σ are put beside the model's.
+    BM3D and published numbers on the same dataset and σ are put beside the model's; published numbers
+    only of networks trained like this one (same σ range, bias-free or biased, as recorded in the
+    benchmark JSON's ``models``), so a [0, 10] net is never set beside a [0, 100] paper curve.
 
     Returns:
         (metrics, the command that measured them).
     """
-    from priorlab.benchmarks.denoising import PUBLISHED, DenoisingRecord, summarize
+    from priorlab.benchmarks.denoising import DenoisingRecord, published_for, summarize
 
     try:
         records = [DenoisingRecord(**r) for r in payload["records"]]
@@ -64,6 +66,9 @@ def metrics_from_benchmark(payload: dict[str, Any], label: str | None = None) ->
     elif label not in methods:
         raise ValueError(f"--model_label {label!r} is not in the benchmark JSON (it has {methods})")
     summary = summarize(records)
+    info = ((payload.get("models") or {}).get(label) or {}).get("prior_config") or {}
+    trained = info.get("sigma_range_255")
+    biased = bool(((info.get("arch_config") or {}).get("init_args") or {}).get("bias", False))
     out = []
     for (method, dataset, sigma), s in sorted(summary.items()):
         if method != label:
@@ -74,8 +79,8 @@ def metrics_from_benchmark(payload: dict[str, Any], label: str | None = None) ->
         bm3d = summary.get(("BM3D", dataset, sigma))
         if bm3d is not None and bm3d["n"] == s["n"]:
             row.update(bm3d_psnr=bm3d["psnr"], bm3d_ssim=bm3d["ssim"])
-        for pub in PUBLISHED:
-            if pub.dataset == dataset and sigma in pub.psnr and pub.verified:
+        for pub in published_for(dataset, trained, biased) if trained else ():
+            if sigma in pub.psnr:
                 row.update(published_psnr=pub.psnr[sigma], published_source=f"{pub.method}, {pub.source}")
         out.append(row)
     if not out:
