@@ -35,7 +35,7 @@ CASES = {
               ["basis.json", "basis.png"]),
     "dimensionality": (["--patches", "2", "--patch_size", "8", "--sigmas", "20", "60", "--mode", "matrix-free",
                         "--probes", "8"], ["dimensionality.json", "dimensionality.png"]),
-    "noise-generalization": (["--sigmas", "10", "40", "--names", "a", "b"],
+    "noise-generalization": (["--sigmas", "10", "40", "--names", "a", "b", "--published", "bsd68"],
                              ["noise_generalization.json", "noise_generalization.png"]),
 }
 
@@ -56,6 +56,8 @@ def test_analyze_writes_figures_and_json(tmp_path, ckpt, sub, capsys):
         assert data["net_bias_relative"] < 1e-4  # bias-free, eval mode
     if sub == "noise-generalization":
         assert data["psnr_mean"]["a"] == data["psnr_mean"]["b"]
+        # both tiny priors are bias-free on [0, 100]: the paper's [0, 100] BF-DnCNN curve is drawn beside
+        assert data["published"]["a"]["psnr"]["100"] == 23.69 and "[0,100]" in data["published"]["b"]["method"]
     if sub == "dimensionality":
         assert data["mode"] == "matrix-free" and len(data["trace"]["mean"]) == 2
     if sub != "jacobian":
@@ -74,6 +76,7 @@ def test_analyze_writes_figures_and_json(tmp_path, ckpt, sub, capsys):
     ("missing", "not found"),
     ("two_priors", "one --prior"),
     ("pixel", "outside"),
+    ("published", "published curves exist for bsd68"),
 ])
 def test_analyze_errors_are_clear(tmp_path, ckpt, capsys, case, message):
     img = _png(tmp_path / "img.png")
@@ -90,6 +93,8 @@ def test_analyze_errors_are_clear(tmp_path, ckpt, capsys, case, message):
         args += ["--prior", str(ckpt)]
     elif case == "pixel":
         sub, args = "filters", args + ["--pixels", "8,0"]
+    elif case == "published":
+        sub, args = "noise-generalization", ["--input", str(img), "--published", "set99"]
     rc = main(["analyze", sub, "--prior", str(ckpt), *args, "--out", str(tmp_path / "out")])
     assert rc == 2
     assert message in capsys.readouterr().err

@@ -76,6 +76,10 @@ def _subparser(name: str):
                        help="noise stds on the 0-255 scale")
         p.add_argument("--max_images", type=int, default=5, help="use at most this many images")
         p.add_argument("--names", type=str, nargs="+", default=None, help="legend names of the priors, in order")
+        p.add_argument("--published", type=str | None, default=None, metavar="DATASET",
+                       help="also draw the published curves (algorithms.md §12.1) of networks trained like each "
+                            "prior (same σ range, bias-free or biased) on this test set, e.g. bsd68 — only "
+                            "meaningful when --input is that set")
     return p
 
 
@@ -360,6 +364,7 @@ def _noise_generalization(cfg, priors, files, g, meta, paths) -> int:
     names = cfg.names or [_label(spec, net) for spec, net, _ in priors]
     if len(set(names)) != len(names):
         names = [f"{n} #{i + 1}" for i, n in enumerate(names)]
+    published = _published_curves(cfg.published, names, priors) if cfg.published else {}
     min_size = max(getattr(net, "min_size", 1) for _, net, _ in priors)
     files = files[: cfg.max_images]
     images = [_read(f, cfg, priors[0][2], min_size, cfg.device) for f in files]
@@ -374,16 +379,41 @@ def _noise_generalization(cfg, priors, files, g, meta, paths) -> int:
             "psnr_per_image": {n: r.psnr[i].tolist() for i, n in enumerate(names)},
             "psnr_in_mean": r.psnr_in.mean(1).tolist(),
             "clipping": "outputs and noisy inputs clipped to [0, 1] before PSNR; noise not clipped at the input"}
-    _write_json(data, paths[0])
     ranges = {n: net.prior_config.get("sigma_range_255") for n, (_, net, _) in zip(names, priors)}
+    if published:
+        data["published"] = {n: {"method": p.method, "dataset": p.dataset, "source": p.source,
+                                 "psnr": {str(k): v for k, v in p.psnr.items()}} for n, p in published.items()}
+    _write_json(data, paths[0])
     title = f"PSNR vs σ on {len(images)} image(s), mean over images (shaded: training range)"
-    save_figure(generalization_figure(cfg.sigmas, dict(zip(names, mean)), r.psnr_in.mean(1), ranges, title), paths[1])
+    save_figure(generalization_figure(cfg.sigmas, dict(zip(names, mean)), r.psnr_in.mean(1), ranges, title,
+                                      published), paths[1])
     print("sigma_255 " + " ".join(f"{n[:28]:>28}" for n in names) + "   input")
     for s, sig in enumerate(cfg.sigmas):
         print(f"{sig:9g} " + " ".join(f"{mean[i, s]:28.2f}" for i in range(len(names)))
               + f"   {r.psnr_in[s].mean():.2f}")
     print("\n".join(f"-> {p}" for p in paths))
     return 0
+
+
+def _published_curves(dataset: str, names: list[str], priors) -> dict:
+    """The published curve of a network trained like each prior (same σ range and bias), where one exists."""
+    from priorlab.benchmarks.denoising import PUBLISHED_ALL, published_for
+
+    known = sorted({p.dataset for p in PUBLISHED_ALL})
+    if dataset not in known:
+        raise ValueError(f"--published {dataset!r}: published curves exist for {', '.join(known)}")
+    out = {}
+    for name, (_, net, _) in zip(names, priors):
+        cfg = getattr(net, "prior_config", {}) or {}
+        trained = cfg.get("sigma_range_255")
+        biased = getattr(net, "bias", False) is True  # DnCNN/UNet keep their bias switch as a bool
+        found = published_for(dataset, trained, biased) if trained else []
+        if found:
+            out[name] = found[0]
+        else:
+            print(f"note: no published {dataset} curve for a {'biased' if biased else 'bias-free'} net trained on "
+                  f"σ₂₅₅ ∈ {trained}; {name} is drawn alone")
+    return out
 
 
 RUNNERS = {"jacobian": _jacobian, "filters": _filters, "basis": _basis, "dimensionality": _dimensionality,

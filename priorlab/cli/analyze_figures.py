@@ -141,12 +141,18 @@ def dimensionality_figure(sigmas_255: Sequence[float], values: dict[str, torch.T
 
 
 def generalization_figure(sigmas_255: Sequence[float], curves: dict[str, torch.Tensor], psnr_in: torch.Tensor,
-                          ranges: dict[str, tuple[float, float] | None], title: str):
-    """Mean output PSNR against σ for every prior, input PSNR for reference, training ranges shaded."""
+                          ranges: dict[str, tuple[float, float] | None], title: str, published: dict | None = None):
+    """Mean output PSNR against σ for every prior, input PSNR for reference, training ranges shaded;
+    ``published`` (prior label → PublishedResult) adds the like-trained published curves, dashed."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (label, v) in enumerate(curves.items()):
         ax.plot(sigmas_255, v.numpy(), "o-", ms=3, color=f"C{i}", label=label)
+        pub = (published or {}).get(label)
+        if pub is not None:
+            ks = sorted(pub.psnr)
+            ax.plot(ks, [pub.psnr[k] for k in ks], "s--", ms=3, color=f"C{i}", alpha=0.6,
+                    label=f"{pub.method}, {pub.dataset}")
         rng = ranges.get(label)
         if rng is not None:
             ax.axvspan(rng[0], rng[1], color=f"C{i}", alpha=0.08)
