@@ -198,7 +198,8 @@ def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     out_dir = tmp_path / "exported"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out_dir), "--name", "my-prior",
-                 "--metrics", str(tmp_path / "bench.json")]) == 0
+                 "--metrics", str(tmp_path / "bench.json"), "--limitations", "Weak at low noise."]) == 0
+    assert "## Limitations\n\nWeak at low noise." in (out_dir / "README.md").read_text()
     cfg = json.loads((out_dir / "config.json").read_text())
     assert cfg["metrics"][0] == {"dataset": "set12", "split": "test", "sigma_255": 25.0, "images": 2,
                                  "noise_seed": 0, "psnr_in": 20.2, "psnr": 28.5, "ssim": 0.5, "bm3d_psnr": 29.5,

@@ -26,6 +26,8 @@ def build_parser():
                    help="JSON file of training provenance (data, recipe, command, hardware, duration, date...)")
     p.add_argument("--data", type=str | None, default=None, help="training data, one line (added to the provenance)")
     p.add_argument("--summary", type=str | None, default=None, help="first paragraph of the card")
+    p.add_argument("--limitations", type=str | None, default=None,
+                   help="the card's limitations paragraph (default: a generic one for natural-image priors)")
     p.add_argument("--timm_name", type=str | None, default=None, help="arch.tag when the prior has a timm name")
     p.add_argument("--overwrite", action="store_true",
                    help="replace config.json, model.safetensors and README.md in an existing folder")
@@ -111,8 +113,8 @@ def run(args: list[str]) -> int:
     if cfg.data:
         training = {"data": cfg.data, **training}
     folder = export_checkpoint(cfg.ckpt, cfg.out, name=cfg.name, training=training, metrics=metrics,
-                               metrics_source=source, summary=cfg.summary, timm_name=cfg.timm_name,
-                               overwrite=cfg.overwrite)
+                               metrics_source=source, summary=cfg.summary, limitations=cfg.limitations,
+                               timm_name=cfg.timm_name, overwrite=cfg.overwrite)
     from priorlab.zoo.artifact import WEIGHTS_NAME, sha256_file
 
     print(f"wrote {folder}/: config.json, {WEIGHTS_NAME} (sha256 {sha256_file(folder / WEIGHTS_NAME)}), README.md")

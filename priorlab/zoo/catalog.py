@@ -126,14 +126,17 @@ def get_prior(name: str) -> PriorEntry:
                    "a checkpoint path (.ckpt), local-dir:PATH or hf-hub:ORG/REPO[@REVISION]")
 
 
-def find_timm_tag(architecture: str, tag: str | None) -> PriorEntry:
+def find_timm_tag(architecture: str, tag: str | None, channels: int | None = None) -> PriorEntry:
     """The prior behind ``timm.create_model("<architecture>[.<tag>]", pretrained=True)``.
 
-    An empty tag picks the first catalog entry (by name) with weights for that architecture.
+    An empty tag picks the first catalog entry (by name) with weights for that architecture and, when
+    ``channels`` is given, that many channels (``in_chans``; gray by default, as the architectures are).
     """
     matches = [e for e in list_priors() if e.architecture == architecture and e.timm_tag is not None]
     if tag:
         matches = [e for e in matches if e.timm_tag == tag]
+    elif channels is not None:
+        matches = [e for e in matches if e.channels == channels]
     if not matches:
         tags = sorted(e.timm_name for e in list_priors() if e.timm_tag)
         raise ValueError(f"no pretrained weights for {architecture}{'.' + tag if tag else ''}; pretrained tags: "

@@ -119,7 +119,7 @@ def _pretrained(name: str, cfg: Any, overrides: dict[str, Any]) -> nn.Module:
     # timm passes the tag of "arch.tag" as pretrained_cfg (a string), or a config object with .tag.
     tag = cfg if isinstance(cfg, str) or cfg is None else getattr(cfg, "tag", None) or (
         cfg.get("tag") if isinstance(cfg, dict) else None)
-    entry = find_timm_tag(name, tag)
+    entry = find_timm_tag(name, tag, channels=overrides.get("in_chans", 1))
     net = load(entry.name)
     changed = {k: v for k, v in overrides.items() if net.arch_config["init_args"].get(k) != v}
     if changed:
