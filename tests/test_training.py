@@ -81,6 +81,28 @@ def test_training_reduces_the_loss(tmp_path):
     assert last < 0.5 * first, (first, last)
 
 
+def test_noise_weighted_loss_divides_each_mse_by_the_noise_variance():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 16, 16)
+    sig = torch.tensor([5.0, 50.0]) / 255
+    y = x + sig.view(-1, 1, 1, 1) * torch.randn_like(x)
+    values = {}
+    for weighting in ("none", "noise"):
+        torch.manual_seed(1)
+        m = tiny_module(loss_weighting=weighting)
+        m.corrupt = lambda _x: (y, sig)
+        m.log = lambda *a, **k: None
+        values[weighting] = m.training_step(x, 0)
+        with torch.no_grad():
+            mse = (m(y) - x).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(values["none"], mse.mean())
+    expected = (mse / (sig**2 + (1 / 255) ** 2)).mean() * (25 / 255) ** 2
+    torch.testing.assert_close(values["noise"], expected)
+    assert values["noise"].requires_grad
+    with pytest.raises(ValueError):
+        DenoiserModule(arch="test_bf_dncnn", loss_weighting="snr")
+
+
 def test_init_from_fine_tunes_from_a_checkpoint(tmp_path):
     module, _, last = _fit(tmp_path)
     tuned = tiny_module(init_from=str(last))

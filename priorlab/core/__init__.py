@@ -1,7 +1,7 @@
 """Pure math shared by every layer (imports torch only): contracts, noise conventions, losses, results."""
 
 from priorlab.core.energy import GaussianEnergy
-from priorlab.core.losses import denoising_loss, dsm_loss, tsm_loss
+from priorlab.core.losses import denoising_loss, dsm_loss, noise_normalized_weight, tsm_loss
 from priorlab.core.noise import (
     add_noise,
     psnr_in_from_sigma,
@@ -22,6 +22,7 @@ __all__ = [
     "add_noise",
     "check_images",
     "denoising_loss",
+    "noise_normalized_weight",
     "dsm_loss",
     "psnr_in_from_sigma",
     "sample_sigmas",

@@ -24,6 +24,27 @@ def denoising_loss(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     return diff.pow(2).flatten(1).mean(dim=1)
 
 
+def noise_normalized_weight(sigma: torch.Tensor, floor: float = 1.0 / 255.0) -> torch.Tensor:
+    """Per-image loss weight 1/(σ² + floor²), for ``DenoiserModule(loss_weighting="noise")``.
+
+    With the plain MSE, images at σ₂₅₅ = 5 weigh about a hundred times less than images at σ₂₅₅ = 50
+    (their errors are that much smaller), so a short blind training barely learns to leave clean
+    detail alone at low noise. Dividing by the noise variance gives every noise level a comparable
+    share of the gradient (the loss reads as the output error relative to the input noise); ``floor``
+    keeps the weight finite at σ = 0. For a network that can tell the noise level from its input, the
+    minimizer at each σ is still the MMSE denoiser; the weighting changes which errors training fixes first.
+
+    Args:
+        sigma: noise std per image (B,), [0, 1] units.
+        floor: σ added in quadrature (default 1/255).
+
+    Returns:
+        Weights (B,), float32.
+    """
+    s = _acc(torch.as_tensor(sigma))
+    return 1.0 / (s.pow(2) + floor**2)
+
+
 def _per_image(t: torch.Tensor, batch: int) -> torch.Tensor:
     t = torch.as_tensor(t)
     if t.shape != (batch,):

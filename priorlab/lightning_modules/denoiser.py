@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -11,7 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from priorlab.core.losses import denoising_loss
+from priorlab.core.losses import denoising_loss, noise_normalized_weight
 from priorlab.core.noise import SigmaSchedule, add_noise, sample_sigmas, sigma_from_255
 from priorlab.zoo import create_model, set_sync_batchnorm
 from priorlab.zoo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
@@ -51,6 +51,9 @@ class DenoiserModule(pl.LightningModule):
         milestones: epochs at which the learning rate is multiplied by ``lr_gamma`` (MultiStepLR).
         lr_gamma: learning-rate factor at each milestone.
         weight_decay: Adam weight decay.
+        loss_weighting: ``none`` (the reference MSE) or ``noise``: each image's MSE divided by
+            σ² + (1/255)² (:func:`priorlab.core.losses.noise_normalized_weight`), so that low noise levels
+            are not drowned out in short trainings. ``train/mse`` logs the plain MSE either way.
         compile: compile the network in place with ``torch.compile`` (state-dict keys unchanged).
         channels_last: run the network in channels-last memory format (faster convolutions on GPU).
         init_from: fine-tune from this prior: a catalog name, ``hf-hub:ORG/REPO[@REV]``, ``local-dir:PATH``
@@ -69,6 +72,7 @@ class DenoiserModule(pl.LightningModule):
         milestones: Sequence[int] = (),
         lr_gamma: float = 0.5,
         weight_decay: float = 0.0,
+        loss_weighting: Literal["none", "noise"] = "none",
         compile: bool = False,
         channels_last: bool = False,
         init_from: str | None = None,
@@ -77,6 +81,8 @@ class DenoiserModule(pl.LightningModule):
         lo, hi = sigma_range_255
         if not 0 <= lo <= hi:
             raise ValueError(f"sigma_range_255 must satisfy 0 <= min <= max, got {sigma_range_255}")
+        if loss_weighting not in ("none", "noise"):
+            raise ValueError(f"loss_weighting must be 'none' or 'noise', got {loss_weighting!r}")
         self.save_hyperparameters()
         self.net: nn.Module = create_model(arch, in_chans=in_chans, **(arch_args or {}))
         if init_from:
@@ -116,8 +122,14 @@ class DenoiserModule(pl.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x = _images(batch)
-        y, _ = self.corrupt(x)
-        loss = denoising_loss(self(y), x).mean()
+        y, sigma = self.corrupt(x)
+        mse = denoising_loss(self(y), x)
+        if self.hparams.loss_weighting == "noise":
+            # Times (25/255)²: the value reads as an MSE at σ₂₅₅ = 25 (readable logs); Adam ignores the scale.
+            loss = (mse * noise_normalized_weight(sigma) * (25.0 / 255.0) ** 2).mean()
+            self.log("train/mse", mse.mean().detach(), on_step=True, on_epoch=False, batch_size=x.shape[0])
+        else:
+            loss = mse.mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
         return loss
 
