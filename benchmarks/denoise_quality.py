@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from priorlab.benchmarks.denoising import (
-    PUBLISHED,
+    PUBLISHED_ALL,
     DenoisingRecord,
+    PublishedResult,
     describe_machine,
     evaluate_bm3d,
     evaluate_denoiser,
@@ -197,6 +198,19 @@ def bm3d_version() -> str:
         return "not installed"
 
 
+def published_columns(models: list[Model], datasets: list[Dataset]) -> list[PublishedResult]:
+    """Published curves of networks trained like the evaluated ones (same σ range, bias) on these test sets."""
+    out: list[PublishedResult] = []
+    for m in models:
+        rng = tuple(float(v) for v in m.config.get("sigma_range_255") or ())
+        biased = bool(m.config.get("arch_config", {}).get("init_args", {}).get("bias", False))
+        for p in PUBLISHED_ALL:
+            if (p.train_range_255 == rng and p.biased == biased and p not in out
+                    and any(d.label == p.dataset for d in datasets)):
+                out.append(p)
+    return out
+
+
 def render_report(args: argparse.Namespace, models: list[Model], datasets: list[Dataset],
                   records: list[DenoisingRecord], started: dt.datetime, seconds: float) -> str:
     machine = describe_machine(args.device)
@@ -230,7 +244,7 @@ def render_report(args: argparse.Namespace, models: list[Model], datasets: list[
     for d in datasets:
         kind = "gray (luma)" if d.channels == 1 else "RGB"
         lines.append(f"- dataset `{d.label}`: {len(d.images)} image(s), {kind}, from {d.source}")
-    shown = [p for p in PUBLISHED if any(d.label == p.dataset for d in datasets)]
+    shown = published_columns(models, datasets)
     for p in shown:
         lines.append(f"- published `{p.method}` on {p.dataset}: {p.source}")
     if any(p.psnr_in for p in shown):
@@ -238,7 +252,8 @@ def render_report(args: argparse.Namespace, models: list[Model], datasets: list[
                      "nominal −20·log10(σ) and suggest clipped inputs there; compare output PSNRs")
     lines += ["", "## Output PSNR (dB) / SSIM", ""]
     for d in datasets:  # one table per dataset: rows σ, columns methods (one wide table is unreadable)
-        lines += [f"### {d.label}", "", format_markdown_table(summary, datasets=[d.label], methods=methods)]
+        lines += [f"### {d.label}", "", format_markdown_table(summary, datasets=[d.label], methods=methods,
+                                                                 published=shown)]
     lines += ["## Mean time per image (s)", "", "| method | " + " | ".join(d.label for d in datasets) + " |",
               "|---|" + "---|" * len(datasets)]
     for m in methods:

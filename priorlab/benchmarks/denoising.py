@@ -102,6 +102,8 @@ DNCNN_B_BSD68 = PublishedResult(
     psnr={15: 31.61, 25: 29.16, 50: 26.23},
     source="attributed to Zhang et al. 2017 (DnCNN), NOT VERIFIED (algorithms.md §12.2)",
     verified=False,
+    train_range_255=(0.0, 55.0),  # DnCNN-B: blind, biased, σ₂₅₅ ∈ [0, 55]
+    biased=True,
 )
 PUBLISHED: tuple[PublishedResult, ...] = (BF_DNCNN_BSD68, DNCNN_B_BSD68)
 # algorithms.md §12.1: the same files, nets trained on σ₂₅₅ ∈ [0, 10] only (the generalization experiment).
