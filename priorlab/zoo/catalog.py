@@ -161,3 +161,38 @@ register_prior(PriorEntry(
                  "prior for trying samplers, solvers and analysis on a laptop. Gray images in [0, 1], any size. "
                  "Below BM3D; the paper-size bf-dncnn-gray needs a GPU run."),
 ))
+
+register_prior(PriorEntry(
+    name="bf-dncnn-small-gray-s10",
+    kind="denoiser",
+    architecture="bf_dncnn_small",
+    channels=1,
+    params=74_560,
+    data=BSD400_GRAY,
+    sigma_range_255=(0.0, 10.0),
+    headline="BSD68 σ=100 (10x its range): 16.74 dB",
+    sha256="65e67e1afb95de194317143cebec908f6565517f32a2356121674e458724ef2e",
+    bundled="bf-dncnn-small-gray-s10",
+    timm_tag="bsd400_gray_s10_cpu",
+    description=("Blind bias-free DnCNN, 10 layers x 32 channels, trained on BSD400 for sigma in [0, 10]/255 only "
+                 "(34 CPU-minutes). With its biased twin dncnn-small-gray-s10-biased it reproduces the bias-free "
+                 "paper's generalization experiment: both are good inside [0, 10], only the bias-free one keeps "
+                 "denoising above it (priorlab analyze noise-generalization)."),
+))
+
+register_prior(PriorEntry(
+    name="dncnn-small-gray-s10-biased",
+    kind="denoiser",
+    architecture="dncnn_small",
+    channels=1,
+    params=75_105,
+    data=BSD400_GRAY,
+    sigma_range_255=(0.0, 10.0),
+    headline="BSD68 σ=100 (10x its range): 10.35 dB",
+    sha256="d4699298bacfd48d38530061233f354ebb6f6b4415b6bf7cd7304f73016c0bf4",
+    bundled="dncnn-small-gray-s10-biased",
+    timm_tag="bsd400_gray_s10_cpu",
+    description=("The biased counterpart of bf-dncnn-small-gray-s10 (convolution biases, ordinary batch norm; same "
+                 "data, recipe and seed): as good inside sigma in [0, 10]/255, useless above it. For the "
+                 "generalization experiment, not for denoising."),
+))
