@@ -154,6 +154,9 @@ def test_timm_pretrained_loads_the_same_weights():
     b = timm.create_model(entry.timm_name, pretrained=True)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
+    # A name without a tag picks the weights with the requested channel count (gray by default).
+    assert timm.create_model("bf_dncnn_small", pretrained=True).prior_config["channels"] == 1
+    assert timm.create_model("bf_dncnn_small", pretrained=True, in_chans=3).prior_config["channels"] == 3
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("bf_dncnn_small.no_such_tag", pretrained=True)
     with pytest.raises(ValueError, match="cannot be built"):
