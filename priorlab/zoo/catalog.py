@@ -85,7 +85,8 @@ class PriorEntry:
 
 
 BSD400_GRAY = "BSD400 (400 gray 180x180 Berkeley images, the bias-free paper's training set)"
-PHOTOS_COLOR = "21 color photos: the 9 built-in color training photos and Debian's mate-backgrounds (12 nature photos)"
+PHOTOS_COLOR = ("built-in color photos + mate-backgrounds (21 photos: the 9 built-in color training photos and the 12 "
+                "nature photos of Debian's mate-backgrounds)")
 
 _ENTRIES: dict[str, PriorEntry] = {}
 
