@@ -29,13 +29,13 @@ from typing import Any
 import torch
 
 from priorlab.benchmarks.denoising import (
-    PUBLISHED_ALL,
     DenoisingRecord,
     PublishedResult,
     describe_machine,
     evaluate_bm3d,
     evaluate_denoiser,
     format_markdown_table,
+    published_like,
     summarize,
 )
 from priorlab.files import write_text_atomic
@@ -202,12 +202,8 @@ def published_columns(models: list[Model], datasets: list[Dataset]) -> list[Publ
     """Published curves of networks trained like the evaluated ones (same σ range, bias) on these test sets."""
     out: list[PublishedResult] = []
     for m in models:
-        rng = tuple(float(v) for v in m.config.get("sigma_range_255") or ())
-        biased = bool(m.config.get("arch_config", {}).get("init_args", {}).get("bias", False))
-        for p in PUBLISHED_ALL:
-            if (p.train_range_255 == rng and p.biased == biased and p not in out
-                    and any(d.label == p.dataset for d in datasets)):
-                out.append(p)
+        for d in datasets:
+            out += [p for p in published_like(d.label, m.config) if p not in out]
     return out
 
 

@@ -231,6 +231,10 @@ def test_exported_metrics_set_only_like_trained_published_curves_beside():
     assert published[str(([0.0, 100.0], False))][0] == 24.07
     assert published[str(([0.0, 55.0], False))][0] is None  # no published curve for that range here
     assert "[0,10]" in published[str(([0.0, 10.0], True))][1]
+    # A prior loaded by name records its bias in config.json's top-level init_args, not arch_config.
+    folder = payload([0.0, 10.0], True)
+    folder["models"]["m"]["prior_config"] = {"sigma_range_255": [0.0, 10.0], "init_args": {"bias": True}}
+    assert metrics_from_benchmark(folder)[0][0]["published_psnr"] == 11.07
     legacy = payload([0.0, 10.0], False)
     del legacy["models"]  # a JSON that does not say how the model was trained gets no published numbers
     assert "published_psnr" not in metrics_from_benchmark(legacy)[0][0]

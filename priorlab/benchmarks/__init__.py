@@ -19,6 +19,7 @@ from priorlab.benchmarks.denoising import (
     noise_seed,
     noisy_image,
     published_for,
+    published_like,
     summarize,
 )
 from priorlab.benchmarks.logp import (
@@ -61,5 +62,6 @@ __all__ = [
     "prepare_images",
     "probability_flow",
     "published_for",
+    "published_like",
     "summarize",
 ]

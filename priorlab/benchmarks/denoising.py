@@ -129,6 +129,15 @@ DNCNN_S10_BSD68 = PublishedResult(
 PUBLISHED_ALL: tuple[PublishedResult, ...] = (*PUBLISHED, BF_DNCNN_S10_BSD68, DNCNN_S10_BSD68)
 
 
+def published_like(dataset: str, config: dict) -> list[PublishedResult]:
+    """:func:`published_for` the network a prior config describes: its ``sigma_range_255`` and its
+    ``bias`` switch, read from ``init_args`` (a prior folder's config.json) or ``arch_config.init_args``
+    (a checkpoint's). No range recorded: no published curve."""
+    rng = config.get("sigma_range_255")
+    init = config.get("init_args") or (config.get("arch_config") or {}).get("init_args") or {}
+    return published_for(dataset, rng, bool(init.get("bias", False))) if rng else []
+
+
 def published_for(dataset: str, train_range_255: Sequence[float], biased: bool) -> list[PublishedResult]:
     """The verified published curves of networks trained like a given one (same σ range and bias) on a test set."""
     key = tuple(float(v) for v in train_range_255)

@@ -397,7 +397,7 @@ def _noise_generalization(cfg, priors, files, g, meta, paths) -> int:
 
 def _published_curves(dataset: str, names: list[str], priors) -> dict:
     """The published curve of a network trained like each prior (same σ range and bias), where one exists."""
-    from priorlab.benchmarks.denoising import PUBLISHED_ALL, published_for
+    from priorlab.benchmarks.denoising import PUBLISHED_ALL, published_like
 
     known = sorted({p.dataset for p in PUBLISHED_ALL})
     if dataset not in known:
@@ -405,14 +405,12 @@ def _published_curves(dataset: str, names: list[str], priors) -> dict:
     out = {}
     for name, (_, net, _) in zip(names, priors):
         cfg = getattr(net, "prior_config", {}) or {}
-        trained = cfg.get("sigma_range_255")
-        biased = getattr(net, "bias", False) is True  # DnCNN/UNet keep their bias switch as a bool
-        found = published_for(dataset, trained, biased) if trained else []
+        found = published_like(dataset, cfg)
         if found:
             out[name] = found[0]
         else:
-            print(f"note: no published {dataset} curve for a {'biased' if biased else 'bias-free'} net trained on "
-                  f"σ₂₅₅ ∈ {trained}; {name} is drawn alone")
+            print(f"note: no published {dataset} curve for a network trained like {name} "
+                  f"(σ₂₅₅ ∈ {cfg.get('sigma_range_255')}); it is drawn alone")
     return out
 
 

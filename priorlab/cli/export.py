@@ -54,7 +54,7 @@ def metrics_from_benchmark(payload: dict[str, Any], label: str | None = None) ->
     Returns:
         (metrics, the command that measured them).
     """
-    from priorlab.benchmarks.denoising import DenoisingRecord, published_for, summarize
+    from priorlab.benchmarks.denoising import DenoisingRecord, published_like, summarize
 
     try:
         records = [DenoisingRecord(**r) for r in payload["records"]]
@@ -69,8 +69,6 @@ def metrics_from_benchmark(payload: dict[str, Any], label: str | None = None) ->
         raise ValueError(f"--model_label {label!r} is not in the benchmark JSON (it has {methods})")
     summary = summarize(records)
     info = ((payload.get("models") or {}).get(label) or {}).get("prior_config") or {}
-    trained = info.get("sigma_range_255")
-    biased = bool(((info.get("arch_config") or {}).get("init_args") or {}).get("bias", False))
     out = []
     for (method, dataset, sigma), s in sorted(summary.items()):
         if method != label:
@@ -81,7 +79,7 @@ def metrics_from_benchmark(payload: dict[str, Any], label: str | None = None) ->
         bm3d = summary.get(("BM3D", dataset, sigma))
         if bm3d is not None and bm3d["n"] == s["n"]:
             row.update(bm3d_psnr=bm3d["psnr"], bm3d_ssim=bm3d["ssim"])
-        for pub in published_for(dataset, trained, biased) if trained else ():
+        for pub in published_like(dataset, info):
             if sigma in pub.psnr:
                 row.update(published_psnr=pub.psnr[sigma], published_source=f"{pub.method}, {pub.source}")
         out.append(row)
