@@ -23,11 +23,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from priorlab.core.energy import GaussianEnergy
 from priorlab.core.likelihood import bits_per_dim, mean_and_stderr
 from priorlab.core.losses import denoising_loss, dsm_loss, tsm_loss
 from priorlab.datamodules import GaussianFieldDataModule
 from priorlab.lightning_modules import DualScoreModule
-from priorlab.zoo import create_model
+from priorlab.zoo import create_model, load
+from priorlab.zoo.artifact import build_config, save_folder
 from priorlab.zoo.energy_unet import count_parameters
 
 
@@ -69,6 +71,33 @@ def step_times(net, x: torch.Tensor, repeats: int) -> dict[str, float]:
     return out
 
 
+def energy_error_by_noise_level(net, field, x: torch.Tensor, generator: torch.Generator,
+                                log10_ts=tuple(range(-9, 4))) -> list[dict[str, float]]:
+    """Where the NLL error comes from: the calibrated model's U(y, t) + C against the exact −log p(y, t).
+
+    For each noise variance t, noisy images y = x + √t·z; the paired mean of (U(y, t) + C) − (−log p(y, t))
+    in bits/dim (0 for a perfect, perfectly normalized model), and the error of the time score t·∂_tU/d (what
+    ℓ_TSM fits) against the exact one: its mean (a bias integrates over ln t into the NLL) and RMS, beside the
+    RMS of the exact time score. The error at the smallest t is the benchmark's NLL error; how it changes
+    towards t_max shows at which noise levels the time score was mis-fitted.
+    """
+    d = field.num_pixels
+    exact = GaussianEnergy(field)
+    rows = []
+    for p in log10_ts:
+        t = 10.0**p
+        y = x + math.sqrt(t) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        u, _, dudt = net.scores(y, t)
+        ue, _, dudte = exact.scores(y.double(), t)
+        err = (u.double() + net.log_norm_const.item() - ue) / (d * math.log(2))
+        mean, se = mean_and_stderr(err)
+        ts_err = t * (dudt.double() - dudte) / d
+        rows.append({"t": t, "model_minus_exact": mean, "stderr": se,
+                     "time_score_bias": float(ts_err.mean()), "time_score_rmse": float(ts_err.pow(2).mean().sqrt()),
+                     "time_score_rms_exact": float((t * dudte / d).pow(2).mean().sqrt())})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=16)
@@ -89,6 +118,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator for training (evaluation: CPU)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="also save the trained network (a prior folder: config.json + model.safetensors)")
+    parser.add_argument("--load", type=Path, default=None,
+                        help="skip training: evaluate this saved network (a --save folder) instead")
     args = parser.parse_args()
 
     pl.seed_everything(args.seed, verbose=False)
@@ -104,9 +137,12 @@ def main() -> None:
                          enable_model_summary=False, inference_mode=False,
                          callbacks=[pl.callbacks.EMAWeightAveraging(decay=0.995)])
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    if args.load is None:
+        trainer.fit(module, datamodule=data)
+        net = module.net.cpu().eval()
+    else:
+        net = load(f"local-dir:{args.load}").cpu().eval()
     train_s = time.perf_counter() - start
-    net = module.net.cpu().eval()
 
     # The user path: calibrate C on held-out samples, then one forward pass per test image.
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -120,6 +156,7 @@ def main() -> None:
     exact_bpd, exact_se = mean_and_stderr(bits_per_dim(-field.log_prob(x.double()), d, levels=None))
     paired, paired_se = mean_and_stderr(bits_per_dim(-log_p, d, levels=None)
                                         - bits_per_dim(-field.log_prob(x.double()), d, levels=None))
+    levels = energy_error_by_noise_level(net, field, x[:512], g)
     denoising = []
     for sigma in (0.02, 0.05, 0.1, 0.2, 0.5):
         y = x[:512] + sigma * torch.randn(x[:512].shape, generator=g)
@@ -150,10 +187,20 @@ def main() -> None:
                              "exact_stderr": exact_se, "exact_entropy": exact_entropy_bits_per_dim(field),
                              "model_minus_exact": paired, "model_minus_exact_stderr": paired_se,
                              "dequantization": "none (continuous density)"},
+        "energy_error_by_noise_level": levels,
         "log_prob_images_per_second": args.test_images / logp_s,
         "denoising": denoising,
         "step_time_cpu": timing,
     }
+    if args.save:
+        lo, hi = args.log10_t_range
+        config = build_config(net, kind="energy", sigma_range_255=(255 * 10 ** (lo / 2), 255 * 10 ** (hi / 2)),
+                              training={"command": result["command"], "data": repr(field)})
+        save_folder(net, config, args.save)
+    for row in levels:
+        print(f"t = {row['t']:8.1e}: model - exact = {row['model_minus_exact']:+.4f} bits/dim; t dU/dt / d error: "
+              f"mean {row['time_score_bias']:+.5f}, rms {row['time_score_rmse']:.5f} "
+              f"(exact rms {row['time_score_rms_exact']:.5f})")
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -79,6 +79,14 @@ def test_save_load_identity_of_an_energy_network(tmp_path):
     torch.testing.assert_close(net.log_prob(x), module.net.log_prob(x))
 
 
+def test_the_network_is_told_the_smallest_training_variance():
+    module = DualScoreModule(arch="test_energy_unet", in_chans=1, log10_t_range=(-6.0, 3.0))
+    assert module.net.arch_config["init_args"]["min_variance"] == pytest.approx(1e-6)  # travels with the weights
+    assert module.net.unet.embed.min_variance == pytest.approx(1e-6)
+    chosen = DualScoreModule(arch="test_energy_unet", in_chans=1, arch_args={"min_variance": 1e-7})
+    assert chosen.net.unet.embed.min_variance == pytest.approx(1e-7)  # an explicit choice wins
+
+
 def test_inference_mode_true_is_refused_with_the_fix(tmp_path, data):
     trainer = tiny_trainer(tmp_path)  # Trainer default inference_mode=True
     with pytest.raises(ValueError, match="inference_mode: false"):

@@ -78,6 +78,31 @@ def test_time_embedding_arguments():
     assert count_parameters(create_model("energy_unet", time_offset=True)) == 8_649_856 + 256
 
 
+def test_clean_images_are_embedded_at_the_smallest_trained_variance():
+    """t = 0 (log_prob) must not reach the embedding as a variance outside the trained range.
+
+    With s = ln(t + 1e-12) it did: 7 units of s below ln 1e-9, where the sinusoids take values never seen in
+    training; a trained Fashion-MNIST model's bits/dim moved by 0.7 between t = 0 and t = 1e-9.
+    """
+    from priorlab.zoo.energy_unet import TimeEmbedding
+
+    torch.manual_seed(0)
+    for argument in ("variance", "log_variance"):
+        emb = TimeEmbedding(4, 8, argument, min_variance=1e-6)
+        out = emb(torch.tensor([0.0, 1e-12, 1e-6, 1e-5]))
+        torch.testing.assert_close(out[0], out[2], rtol=0, atol=0)
+        torch.testing.assert_close(out[1], out[2], rtol=0, atol=0)
+    assert (out[3] - out[2]).abs().max() > 1e-3  # above the floor, t still matters
+    net = create_model("test_energy_unet", in_chans=1, min_variance=1e-4).double().eval()
+    with torch.no_grad():
+        net.time_offset.weight.normal_()  # make the energy depend on t visibly
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(net.energy(x, 0.0), net.energy(x, 1e-4), rtol=0, atol=0)
+    assert (net.energy(x, 1e-3) - net.energy(x, 1e-4)).abs().min() > 1e-6
+    with pytest.raises(ValueError, match="min_variance"):
+        TimeEmbedding(4, 8, "log_variance", min_variance=0.0)
+
+
 def test_time_offset_adds_a_function_of_t_only():
     net = tiny_net()
     assert net.time_offset is not None

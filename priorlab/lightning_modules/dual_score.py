@@ -31,6 +31,7 @@ from priorlab.lightning_modules.denoiser import _images, refuse_static_graph, va
 from priorlab.zoo import create_model
 from priorlab.zoo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from priorlab.zoo.priors import init_from as init_weights_from
+from priorlab.zoo.registry import get_spec
 
 
 def sample_variances(batch: int, log10_t_range: tuple[float, float], *, generator: torch.Generator | None = None,
@@ -90,7 +91,11 @@ class DualScoreModule(pl.LightningModule):
                              "double backward of dual score matching (ecosystem.md §6.5). Train eagerly; compile "
                              "a denoiser (DenoiserModule) or the sampling path instead.")
         self.save_hyperparameters()
-        self.net: nn.Module = create_model(arch, in_chans=in_chans, **(arch_args or {}))
+        net_args = dict(arch_args or {})
+        if "min_variance" in get_spec(arch).init_args() and "min_variance" not in net_args:
+            # Clean images (t = 0) are then embedded at the smallest trained variance, never outside the range.
+            net_args["min_variance"] = 10.0**lo
+        self.net: nn.Module = create_model(arch, in_chans=in_chans, **net_args)
         if not hasattr(self.net, "scores"):
             raise ValueError(f"{arch!r} is not an energy model (family 'energy'); see "
                              "priorlab.zoo.list_models(family='energy')")

@@ -21,7 +21,7 @@ from torch import nn
 from priorlab.core.energy import NormalizedEnergy
 
 TIME_ARGUMENTS = ("variance", "log_variance")
-LOG_T_FLOOR = 1e-12  # below the smallest training t (1e-9); keeps ln finite at t = 0 (log_prob)
+DEFAULT_MIN_VARIANCE = 1e-9  # the smallest training variance of the paper's recipe (log10 t ≥ −9)
 
 
 class TimeEmbedding(nn.Module):
@@ -34,28 +34,41 @@ class TimeEmbedding(nn.Module):
     constant embedding; but t·∂s/∂t = t reaches 1e3 at t_max, and the time-score term, which fits
     t·∂_tU, then sees features that oscillate with period ≈ 6 in t. In priorlab's short CPU runs this gave
     loss spikes of 10²–10³ and no learning (measured, docs/dual_score_matching.md).
-    ``argument="log_variance"``: s = ln(t + 1e-12), finite at t = 0, with t·∂s/∂t ≤ 1 at every noise
-    level (matches the log-uniform sampling of t); same parameter count.
+    ``argument="log_variance"``: s = ln(max(t, t_min)), with t·∂s/∂t ≤ 1 at every noise level (matches
+    the log-uniform sampling of t); same parameter count.
+
+    Variances below ``min_variance`` (t_min, the smallest variance seen in training) are embedded as
+    t_min, so the network is never asked about a noise level it was not trained on: clean images
+    (t = 0, ``log_prob``) get the embedding of t_min, where the noisy density equals the clean one to
+    within the 8-bit quantization (σ = 3e-5 ≪ 1/255 at 1e-9). With the paper's argument s = t this
+    changes nothing measurable (the embedding is flat there); with s = ln t it matters: t = 0 used to be
+    embedded at ln 1e-12, 7 units of s outside the trained range, where the sinusoids take values never
+    seen in training (0.7 bits/dim off on Fashion-MNIST, docs/dual_score_matching.md).
 
     Args:
         num_freqs: K (32 in the paper).
         dim: embedding width (256 in the paper).
         argument: ``variance`` or ``log_variance``.
+        min_variance: t_min > 0; ``DualScoreModule`` sets it to the bottom of its ``log10_t_range``.
     """
 
-    def __init__(self, num_freqs: int = 32, dim: int = 256, argument: str = "variance") -> None:
+    def __init__(self, num_freqs: int = 32, dim: int = 256, argument: str = "variance",
+                 min_variance: float = DEFAULT_MIN_VARIANCE) -> None:
         super().__init__()
         if argument not in TIME_ARGUMENTS:
             raise ValueError(f"time embedding argument must be one of {TIME_ARGUMENTS}, got {argument!r}")
+        if not min_variance > 0:
+            raise ValueError(f"min_variance must be > 0, got {min_variance}")
         self.argument = argument
+        self.min_variance = float(min_variance)
         self.register_buffer("freqs", torch.logspace(0.0, -2.0, num_freqs, dtype=torch.float32), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(2 * num_freqs, dim), nn.SiLU(), nn.Linear(dim, dim), nn.SiLU())
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """t (B,) → embedding (B, dim)."""
-        s = t.to(self.freqs.dtype)
+        s = t.to(self.freqs.dtype).clamp(min=self.min_variance)
         if self.argument == "log_variance":
-            s = torch.log(s + LOG_T_FLOOR)
+            s = torch.log(s)
         arg = s[:, None] * self.freqs
         return self.mlp(torch.cat([torch.cos(arg), torch.sin(arg)], dim=1))
 
@@ -131,16 +144,18 @@ class EnergyUNet(nn.Module):
         emb_dim: noise-embedding width (256).
         time_embedding: argument of the sinusoids, ``variance`` (the paper) or ``log_variance``
             (see :class:`TimeEmbedding`).
+        min_variance: smaller variances are embedded as this one (see :class:`TimeEmbedding`).
     """
 
     def __init__(self, in_chans: int = 3, num_scales: int = 3, width: int = 64, num_layers: int = 3,
-                 num_freqs: int = 32, emb_dim: int = 256, time_embedding: str = "variance") -> None:
+                 num_freqs: int = 32, emb_dim: int = 256, time_embedding: str = "variance",
+                 min_variance: float = DEFAULT_MIN_VARIANCE) -> None:
         super().__init__()
         if num_scales < 1 or width < 1 or num_layers < 2:
             raise ValueError(f"need num_scales >= 1, width >= 1, num_layers >= 2; got {num_scales}, {width}, "
                              f"{num_layers}")
         self.num_scales = num_scales
-        self.embed = TimeEmbedding(num_freqs, emb_dim, time_embedding)
+        self.embed = TimeEmbedding(num_freqs, emb_dim, time_embedding, min_variance)
         widths = [width * 2**i for i in range(num_scales)]
 
         def layer(conv: nn.Module, ch: int) -> _Layer:
@@ -202,6 +217,7 @@ class EnergyNet(NormalizedEnergy, nn.Module):
         num_freqs: frequencies of the noise embedding.
         emb_dim: noise-embedding width.
         time_embedding: ``variance`` (the paper) or ``log_variance`` (stable in short runs).
+        min_variance: the smallest training variance; smaller t (t = 0 in ``log_prob``) are embedded as this one.
         time_offset: add d·h(t), h = Linear(emb_dim → 1) of the noise embedding (zero at init, no bias), to the energy.
             Not in the paper. The per-image centering of :class:`NoiseNorm` leaves f_θ with almost no
             constant component, so ½⟨y, f_θ⟩ can hardly carry the y-independent part of −log p(y, t)
@@ -211,10 +227,11 @@ class EnergyNet(NormalizedEnergy, nn.Module):
 
     def __init__(self, in_chans: int = 3, num_scales: int = 3, width: int = 64, num_layers: int = 3,
                  num_freqs: int = 32, emb_dim: int = 256, time_embedding: str = "variance",
-                 time_offset: bool = False) -> None:
+                 time_offset: bool = False, min_variance: float = DEFAULT_MIN_VARIANCE) -> None:
         super().__init__()
         self.in_chans = in_chans
-        self.unet = EnergyUNet(in_chans, num_scales, width, num_layers, num_freqs, emb_dim, time_embedding)
+        self.unet = EnergyUNet(in_chans, num_scales, width, num_layers, num_freqs, emb_dim, time_embedding,
+                               min_variance)
         self.time_offset: nn.Linear | None = None
         if time_offset:
             # No bias: a constant is invisible to both losses (it is what calibration fixes), and a parameter
