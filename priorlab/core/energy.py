@@ -253,7 +253,8 @@ class NormalizedEnergy:
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized log-density of clean images, log p(x) = −(U(x, 0) + C), in nats (algorithms.md §7.4).
 
-        One network evaluation per image (t = 0 is fed exactly), in float32 (float64 for float64
+        One network evaluation per image at t = 0 (networks with a ``min_variance`` embed it as their smallest
+        training variance), in float32 (float64 for float64
         input) with TF32 and autocast off.
 
         Args:
