@@ -73,14 +73,18 @@ def step_times(net, x: torch.Tensor, repeats: int) -> dict[str, float]:
 
 
 def energy_error_by_noise_level(net, field, x: torch.Tensor, generator: torch.Generator,
-                                log10_ts=tuple(range(-9, 4))) -> list[dict[str, float]]:
-    """Where the NLL error comes from: the calibrated model's U(y, t) + C against the exact −log p(y, t).
+                                log10_ts=tuple(k / 2 for k in range(-18, 7))) -> dict:
+    """Where the NLL error comes from, noise level by noise level, against the exact energy.
 
-    For each noise variance t, noisy images y = x + √t·z; the paired mean of (U(y, t) + C) − (−log p(y, t))
-    in bits/dim (0 for a perfect, perfectly normalized model), and the error of the time score t·∂_tU/d (what
-    ℓ_TSM fits) against the exact one: its mean (a bias integrates over ln t into the NLL) and RMS, beside the
-    RMS of the exact time score. The error at the smallest t is the benchmark's NLL error; how it changes
-    towards t_max shows at which noise levels the time score was mis-fitted.
+    For each variance t (every half decade), noisy images y = x + √t·z give
+
+    * the paired mean of (U(y, t) + C) − (−log p(y, t)) in bits/dim: 0 for a perfect, perfectly normalized
+      model; at the smallest t it is the benchmark's NLL error;
+    * the score error E‖∇_yU − ∇_yU_exact‖²/d, whose integral ``kl_from_scores`` = ½∫E‖δs‖² dt/(d ln 2)
+      is KL(p‖q) in bits/dim when the model's densities are normalized at every t (de Bruijn's identity:
+      dKL/dt = −½ Fisher divergence, and KL → 0 at large t). It is what the imperfect denoiser alone
+      costs: the NLL error minus it is the part due to the normalization (time score);
+    * the error of the time score t·∂_tU/d (what ℓ_TSM fits): its mean and RMS, beside the exact RMS.
     """
     d = field.num_pixels
     exact = GaussianEnergy(field)
@@ -88,15 +92,20 @@ def energy_error_by_noise_level(net, field, x: torch.Tensor, generator: torch.Ge
     for p in log10_ts:
         t = 10.0**p
         y = x + math.sqrt(t) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        u, _, dudt = net.scores(y, t)
-        ue, _, dudte = exact.scores(y.double(), t)
+        u, gy, dudt = net.scores(y, t)
+        ue, gye, dudte = exact.scores(y.double(), t)
         err = (u.double() + net.log_norm_const.item() - ue) / (d * math.log(2))
         mean, se = mean_and_stderr(err)
         ts_err = t * (dudt.double() - dudte) / d
         rows.append({"t": t, "model_minus_exact": mean, "stderr": se,
+                     "score_error_sq_per_dim": float((gy.double() - gye).pow(2).flatten(1).sum(1).mean() / d),
                      "time_score_bias": float(ts_err.mean()), "time_score_rmse": float(ts_err.pow(2).mean().sqrt()),
                      "time_score_rms_exact": float((t * dudte / d).pow(2).mean().sqrt())})
-    return rows
+    # ½∫ E‖δs‖²/d dt = ½∫ t·E‖δs‖²/d d(ln t), trapezoids on the half-decade grid; below the grid it is ≈ 0.
+    f = [r["t"] * r["score_error_sq_per_dim"] for r in rows]
+    step = math.log(10) / 2
+    kl = 0.5 * sum((a + b) / 2 * step for a, b in zip(f, f[1:])) / math.log(2)
+    return {"levels": rows, "kl_from_scores_bits_per_dim": kl}
 
 
 def main() -> None:
@@ -160,7 +169,8 @@ def main() -> None:
     exact_bpd, exact_se = mean_and_stderr(bits_per_dim(-field.log_prob(x.double()), d, levels=None))
     paired, paired_se = mean_and_stderr(bits_per_dim(-log_p, d, levels=None)
                                         - bits_per_dim(-field.log_prob(x.double()), d, levels=None))
-    levels = energy_error_by_noise_level(net, field, x[:512], g)
+    by_level = energy_error_by_noise_level(net, field, x[:512], g)
+    levels = by_level["levels"]
     denoising = []
     for sigma in (0.02, 0.05, 0.1, 0.2, 0.5):
         y = x[:512] + sigma * torch.randn(x[:512].shape, generator=g)
@@ -194,6 +204,7 @@ def main() -> None:
                              "model_minus_exact": paired, "model_minus_exact_stderr": paired_se,
                              "dequantization": "none (continuous density)"},
         "energy_error_by_noise_level": levels,
+        "kl_from_scores_bits_per_dim": by_level["kl_from_scores_bits_per_dim"],
         "log_prob_images_per_second": args.test_images / logp_s,
         "denoising": denoising,
         "step_time_cpu": timing,
@@ -204,9 +215,12 @@ def main() -> None:
                               training={"command": result["command"], "data": repr(field)})
         save_folder(net, config, args.save)
     for row in levels:
-        print(f"t = {row['t']:8.1e}: model - exact = {row['model_minus_exact']:+.4f} bits/dim; t dU/dt / d error: "
+        print(f"t = {row['t']:8.1e}: model - exact = {row['model_minus_exact']:+.4f} bits/dim; "
+              f"score error^2/d {row['score_error_sq_per_dim']:.3e}; t dU/dt / d error: "
               f"mean {row['time_score_bias']:+.5f}, rms {row['time_score_rmse']:.5f} "
               f"(exact rms {row['time_score_rms_exact']:.5f})")
+    print(f"NLL error {paired:+.4f} bits/dim; KL implied by the score errors alone "
+          f"{by_level['kl_from_scores_bits_per_dim']:.4f} bits/dim")
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

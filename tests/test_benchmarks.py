@@ -161,3 +161,32 @@ def test_train_throughput_presets():
     assert (cfg.arch, cfg.in_chans, cfg.patch, cfg.precision) == ("bf_unet", 3, 64, "32-true")
     cfg, _ = bench.parse_args(["--preset", "dncnn", "--patch", "40", "--device", "cpu"])
     assert (cfg.arch, cfg.in_chans, cfg.patch) == ("bf_dncnn", 1, 40)
+
+
+# ---- Gaussian-field energy benchmark -----------------------------------------------------------------
+def test_gaussian_benchmark_splits_the_nll_error_into_score_kl_and_normalization():
+    """A wrong but normalized Gaussian model: its NLL error is KL(p‖q), which the score-error integral recovers.
+
+    q has the field's spectrum scaled by 1.3 (q_t: 1.3λ + t), so KL(p‖q) = ½Σ(1/s − 1 + ln s)/(d ln 2) in closed
+    form; the benchmark's per-level table must give it at the smallest t and its de Bruijn integral of the
+    score errors must equal it (both would be off if the integral's t-weighting or grid were wrong).
+    """
+    from priorlab.core.energy import GaussianEnergy
+    from priorlab.core.gaussian_field import GaussianField
+
+    bench = _load_script("gaussian_energy")
+    field = GaussianField(8, alpha=2.0, variance=0.01, mean=0.5)
+    model = GaussianEnergy(field, offset=3.0, spectrum_scale=1.3)
+    model.log_norm_const.fill_(-3.0)  # the exact normalization: the model is a normalized Gaussian
+    g = torch.Generator().manual_seed(0)
+    x = field.sample(4000, g).double()
+    out = bench.energy_error_by_noise_level(model, field, x, g)
+    s, d = 1.3, field.num_pixels
+    kl = 0.5 * d * (1 / s - 1 + math.log(s)) / (d * math.log(2))
+    assert out["levels"][0]["model_minus_exact"] == pytest.approx(kl, rel=0.05)
+    assert out["kl_from_scores_bits_per_dim"] == pytest.approx(kl, rel=0.05)
+    truth = GaussianEnergy(field)
+    truth.log_norm_const.fill_(0.0)
+    exact = bench.energy_error_by_noise_level(truth, field, x[:8], g)
+    assert exact["kl_from_scores_bits_per_dim"] < 1e-12
+    assert max(abs(r["model_minus_exact"]) for r in exact["levels"]) < 1e-9
