@@ -1,5 +1,6 @@
 """DualScoreModule: training, validation NLL, checkpoints with the normalization constant, Lightning pitfalls."""
 
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -49,7 +50,9 @@ def test_fit_logs_terms_psnr_and_bpd_and_checkpoint_carries_the_constant(tmp_pat
     assert metrics["val/psnr_in20"] > metrics["val/psnr_in10"]
     c = metrics["val/log_norm_const"]
     assert module.net.log_norm_const.item() == pytest.approx(c, rel=1e-6)
-    net = load(last)  # zoo.load → load_checkpoint: rebuilt through the registry, strict, no pickles
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # C was calibrated at the last step: no staleness warning
+        net = load(last)  # zoo.load → load_checkpoint: rebuilt through the registry, strict, no pickles
     assert type(net) is type(module.net) and net.prior_config["kind"] == "energy"
     assert net.prior_config["calibration"]["split"] == "validation"
     assert net.log_norm_const.item() == pytest.approx(c, rel=1e-6)
@@ -62,6 +65,15 @@ def test_fit_logs_terms_psnr_and_bpd_and_checkpoint_carries_the_constant(tmp_pat
     torch.testing.assert_close(net.log_prob(x), module.net.log_prob(x))  # on_train_end restored C after EMA copy
     y = x[:2] + 0.1 * torch.randn_like(x[:2])
     torch.testing.assert_close(net(y, 0.1), module.net.eval()(y, 0.1))
+
+
+def test_a_checkpoint_whose_constant_is_stale_says_so(tmp_path, data):
+    """Training went on after the last validation: the stored C belongs to other weights."""
+    trainer, _ = _fit(tmp_path, tiny_module(), data, max_steps=3, val_check_interval=2)
+    with pytest.warns(UserWarning, match="validation at step 2"):
+        trainer.save_checkpoint(tmp_path / "end.ckpt")
+    with pytest.warns(UserWarning, match="calibrated at step 2 but these weights are from step 3"):
+        load(tmp_path / "end.ckpt")
 
 
 def test_save_load_identity_of_an_energy_network(tmp_path):

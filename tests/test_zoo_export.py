@@ -129,6 +129,14 @@ def test_bundled_prior_loads_offline_and_matches_its_pin(name):
     assert sum(p.numel() for p in net.parameters()) == entry.params
     assert net.prior_config["channels"] == entry.channels
     assert (entry.bundled_path() / "README.md").read_text().startswith("---")  # a card with front matter
+    if entry.kind == "energy":  # normalized: log p of 8-bit images in one pass, and a sigma-conditioned denoiser
+        assert net.is_calibrated
+        x = torch.zeros(2, entry.channels, 28, 28)
+        x[0, :, 4:24, 8:20], x[1, :, 10:18, 3:25] = 153 / 255, 204 / 255  # garment-like blobs on black, 8-bit
+        assert torch.isfinite(net.log_prob(x)).all()
+        y = x + 0.1 * torch.randn_like(x)
+        assert (net(y, 0.1) - x).pow(2).mean() < (y - x).pow(2).mean()
+        return
     y = torch.rand(1, entry.channels, 32, 32)
     with torch.no_grad():
         gap = (net(3.0 * y) - 3.0 * net(y)).abs().max()

@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio
@@ -244,6 +245,11 @@ class DualScoreModule(pl.LightningModule):
         if self._calibration is not None and "state_dict" in checkpoint:
             checkpoint["state_dict"]["net.log_norm_const"] = torch.tensor(self._calibration["log_norm_const"],
                                                                           dtype=torch.float64)
+        if self._calibration is not None and self._calibration["step"] != self.global_step:
+            rank_zero_warn(f"saving a checkpoint at step {self.global_step} whose normalization constant C comes from "
+                           f"the validation at step {self._calibration['step']} (other weights): log p of this "
+                           "checkpoint is off by a constant until recalibrated. Validate at the last step: "
+                           "trainer.check_val_every_n_epoch: null and max_steps a multiple of val_check_interval.")
         checkpoint[CHECKPOINT_KEY] = {
             "format_version": CHECKPOINT_FORMAT,
             "kind": "energy",

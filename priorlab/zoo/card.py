@@ -155,6 +155,38 @@ def _results(config: dict[str, Any]) -> str:
     return "\n".join(out).strip()
 
 
+_DENOISER_USAGE = """```python
+from priorlab import zoo
+
+net = zoo.load("{load_spec}")          # eval mode; net.prior_config holds this card's facts
+x_hat = net(y)                        # y: (B, {channels}, H, W) noisy images in [0, 1] -> denoised estimate
+```
+
+```bash
+priorlab denoise --prior {load_spec} --input photo.png --sigma 25 --output denoised.png
+priorlab sample  --prior {load_spec} --num 16 --size 64 --out samples.png
+priorlab solve   --prior {load_spec} --task sr --factor 4 --input photo.png --out sr/
+```"""
+
+_ENERGY_USAGE = """```python
+from priorlab import zoo
+
+net = zoo.load("{load_spec}")          # eval mode, with its normalization constant C
+log_p = net.log_prob(x)               # x: (B, {channels}, H, W) clean images in [0, 1] -> log p(x) in nats, one pass
+x_hat = net(y, sigma)                 # its denoiser y - sigma^2 grad U(y, sigma^2): sigma is required
+```
+
+```bash
+priorlab logp --prior {load_spec} --data folder:my_images/ --out logp/   # bits/dim, histogram, JSON
+priorlab logp --prior {load_spec} --data folder:my_images/ --limit 8 --estimator both --out cmp/  # vs the ODE
+```"""
+
+ENERGY_INTENDED_USE = ("Log-probabilities of images like its training data in one forward pass (bits/dim "
+                       "benchmarks, comparing images or datasets by likelihood), and a noise-conditioned denoiser "
+                       "for sampling and inverse problems. Research and teaching; not for medical or forensic "
+                       "decisions, and not a detector of out-of-distribution data by itself.")
+
+
 def render_card(config: dict[str, Any], *, name: str | None = None, load_spec: str | None = None,
                 params: int | None = None, summary: str | None = None, intended_use: str | None = None,
                 limitations: str | None = None, license_id: str = "mit", timm_name: str | None = None) -> str:
@@ -176,15 +208,18 @@ def render_card(config: dict[str, Any], *, name: str | None = None, load_spec: s
         "\nFrom timm (after `import priorlab.zoo`, which registers the entry points):\n\n```python\nimport timm\n\n"
         f'net = timm.create_model("{timm_name}", pretrained=True)\n```\n')
     template = Template((resources.files("priorlab.zoo") / "card_template.md").read_text())
+    usage = (_ENERGY_USAGE if config["kind"] == "energy" else _DENOISER_USAGE).format(
+        load_spec=load_spec, channels=config["channels"])
     return template.substitute(
         front_matter=_front_matter(config, name, license_id),
         title=name,
         summary=summary or (f"A {'bias-free ' if not config['init_args'].get('bias', True) else ''}"
                             f"{config['kind']} prior for {'gray' if config['channels'] == 1 else 'color'} natural "
                             f"images, trained with [priorlab](https://github.com/priorlab/priorlab)."),
-        load_spec=load_spec, channels=config["channels"], timm_usage=timm_usage,
+        usage=usage, timm_usage=timm_usage,
         details=_details(config, params), training=_training(config), results=_results(config),
-        intended_use=intended_use or DEFAULT_INTENDED_USE, limitations=limitations or DEFAULT_LIMITATIONS,
+        intended_use=intended_use or (ENERGY_INTENDED_USE if config["kind"] == "energy" else DEFAULT_INTENDED_USE),
+        limitations=limitations or DEFAULT_LIMITATIONS,
         license_text=LICENSE_TEXT.get(license_id, license_id),
         citations="\n\n".join(CITATIONS[p] for p in papers),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,4 +64,11 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except RuntimeError as err:
         raise ValueError(f"weights in {path} do not match {meta['arch_config']}: {err}") from err
     net.prior_config = dict(meta)
+    calibration = meta.get("calibration") or {}
+    step = ckpt.get("global_step")
+    if calibration.get("step") is not None and step is not None and calibration["step"] != step:
+        warnings.warn(f"{path}: the normalization constant C was calibrated at step {calibration['step']} but these "
+                      f"weights are from step {step}, so log p is off by an unknown constant: recalibrate with "
+                      "net.calibrate(held_out_images), or train with a validation at the last step "
+                      "(max_steps a multiple of val_check_interval, check_val_every_n_epoch: null)", stacklevel=2)
     return net.eval()
