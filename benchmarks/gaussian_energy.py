@@ -118,8 +118,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--gaussian-baseline", action="store_true",
-                        help="EnergyNet(gaussian_baseline=True): a learned white Gaussian energy under f_θ")
     parser.add_argument("--tsm-weight", type=float, default=1.0, help="λ, weight of the time-score term")
     parser.add_argument("--ema-decay", type=float, default=0.995)
     parser.add_argument("--log10-t-range", type=float, nargs=2, default=(-9.0, 3.0))
@@ -143,8 +141,7 @@ def main() -> None:
                                    train_samples=args.steps * args.batch_size, batch_size=args.batch_size,
                                    seed=args.seed)
     field = data.field
-    module = DualScoreModule(arch="energy_unet_small", arch_args={"width": args.width, "num_layers": args.num_layers,
-                                                                   "gaussian_baseline": args.gaussian_baseline},
+    module = DualScoreModule(arch="energy_unet_small", arch_args={"width": args.width, "num_layers": args.num_layers},
                              in_chans=1, log10_t_range=tuple(args.log10_t_range), nll_levels=None, lr=args.lr,
                              tsm_weight=args.tsm_weight,
                              lr_halving_steps=max(1, args.steps // 4))
@@ -197,7 +194,6 @@ def main() -> None:
         "torch": torch.__version__,
         "field": repr(field),
         "model": {"arch": "energy_unet_small", "width": args.width, "num_layers": args.num_layers,
-                  "gaussian_baseline": args.gaussian_baseline,
                   "parameters": count_parameters(net)},
         "train_steps": args.steps, "train_seconds": round(train_s, 1),
         "calibration": {"log_norm_const": calib.log_norm_const, "stderr_nats": calib.stderr,

@@ -302,24 +302,3 @@ def test_check_quantized():
         check_quantized(x + 0.3 / 255 * (x < 1))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         check_quantized(x * 255)
-
-
-def test_gaussian_baseline_alone_is_the_exact_white_gaussian_energy():
-    """With f_θ and h silenced, the baseline is −log N(y; m, (v + t)I) up to a constant: its denoiser is the
-    Wiener shrinkage (v·y + t·m)/(v + t) and, calibrated at t_max, log_prob is the closed-form density."""
-    torch.manual_seed(0)
-    net = create_model("test_energy_unet", in_chans=2, gaussian_baseline=True).double().eval()
-    assert count_parameters(net) == count_parameters(create_model("test_energy_unet", in_chans=2)) + 4
-    with torch.no_grad():
-        net.unet.final.weight.zero_()
-        net.baseline_mean.copy_(torch.tensor([0.3, 0.6]))
-        net.baseline_log_var.copy_(torch.tensor([0.02, 0.08]).log())
-    m, v = torch.tensor([0.3, 0.6]).view(1, 2, 1, 1), torch.tensor([0.02, 0.08]).view(1, 2, 1, 1)
-    y = torch.rand(3, 2, 8, 8, dtype=torch.float64)
-    for t in (1e-4, 0.05, 10.0):
-        torch.testing.assert_close(net(y, math.sqrt(t)), (v * y + t * m) / (v + t))
-    g = torch.Generator().manual_seed(1)
-    x = (m + v.sqrt() * torch.randn(4096, 2, 8, 8, generator=g)).double()
-    net.calibrate(x, generator=g)
-    exact = -0.5 * ((x[:8] - m) ** 2 / v + torch.log(2 * math.pi * v)).sum(dim=(1, 2, 3))
-    torch.testing.assert_close(net.log_prob(x[:8]), exact, rtol=0, atol=0.5)  # C's Monte-Carlo error, nats

@@ -14,8 +14,6 @@ user asks for.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -225,18 +223,11 @@ class EnergyNet(NormalizedEnergy, nn.Module):
             constant component, so ½⟨y, f_θ⟩ can hardly carry the y-independent part of −log p(y, t)
             (≈ (d/2)·ln t at large t); without this term short runs learned denoisers but not U(x, 0)
             (docs/dual_score_matching.md).
-        gaussian_baseline: add the energy of a learned white Gaussian N(m_c, v_c) smoothed to N(m_c, v_c + t),
-            ½Σ_c‖y_c − m_c‖²/(t + v_c) + ½·HW·Σ_c ln(t + v_c) (2 parameters per channel, m = 0.5 and v = 0.05 at
-            init). Not in the paper. At large t every image density tends to this Gaussian, whose scores (the
-            −(y − m)/(t + v) shrinkage towards the mean, and the time score) f_θ otherwise has to produce to a few
-            per cent over six decades of t; with the baseline it only learns a residual. On the Gaussian-field
-            benchmark most of the NLL error of short runs came from there (docs/dual_score_matching.md).
     """
 
     def __init__(self, in_chans: int = 3, num_scales: int = 3, width: int = 64, num_layers: int = 3,
                  num_freqs: int = 32, emb_dim: int = 256, time_embedding: str = "variance",
-                 time_offset: bool = False, min_variance: float = DEFAULT_MIN_VARIANCE,
-                 gaussian_baseline: bool = False) -> None:
+                 time_offset: bool = False, min_variance: float = DEFAULT_MIN_VARIANCE) -> None:
         super().__init__()
         self.in_chans = in_chans
         self.unet = EnergyUNet(in_chans, num_scales, width, num_layers, num_freqs, emb_dim, time_embedding,
@@ -247,11 +238,6 @@ class EnergyNet(NormalizedEnergy, nn.Module):
             # without gradient breaks DDP.
             self.time_offset = nn.Linear(emb_dim, 1, bias=False)
             nn.init.zeros_(self.time_offset.weight)
-        self.baseline_mean: nn.Parameter | None = None
-        self.baseline_log_var: nn.Parameter | None = None
-        if gaussian_baseline:
-            self.baseline_mean = nn.Parameter(torch.full((in_chans,), 0.5))
-            self.baseline_log_var = nn.Parameter(torch.full((in_chans,), math.log(0.05)))
         self._init_normalization()
 
     @property
@@ -292,16 +278,7 @@ class EnergyNet(NormalizedEnergy, nn.Module):
         u = 0.5 * (y.to(acc) * f.to(acc)).flatten(1).sum(1)
         if self.time_offset is not None:
             u = u + y[0].numel() * self.time_offset(emb).to(acc).squeeze(1)
-        if self.baseline_mean is not None:
-            u = u + self.baseline_energy(y.to(acc), t.to(acc))
         return u
-
-    def baseline_energy(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The Gaussian baseline ½Σ_c‖y_c − m_c‖²/(t + v_c) + ½·HW·Σ_c ln(t + v_c) per image, (B,)."""
-        var = self.baseline_log_var.to(y.dtype).exp()[None, :] + t[:, None]  # (B, C)
-        resid = (y - self.baseline_mean.to(y.dtype)[None, :, None, None]).pow(2).sum(dim=(2, 3))  # (B, C)
-        pixels = y.shape[-2] * y.shape[-1]
-        return 0.5 * (resid / var + pixels * var.log()).sum(1)
 
 
 def count_parameters(module: nn.Module) -> int:
