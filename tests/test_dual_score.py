@@ -215,3 +215,13 @@ def test_two_process_ddp_matches_one_process_on_the_full_batch(tmp_path, monkeyp
     common = dict(arch="test_energy_unet", in_chans=1, grad_dir=str(tmp_path), val_psnr_in=(20.0,))
     assert_ddp_matches_one_process(tmp_path, monkeypatch, lambda: FixedNoiseModule(**common), FixedImages,
                                    inference_mode=False)
+
+
+def test_fine_tuning_starts_from_the_bundled_energy_prior_by_name():
+    ref = load("dsm-energy-small-fashion-mnist")
+    module = DualScoreModule(arch="energy_unet_small", arch_args={"width": 16, "num_layers": 2}, in_chans=1,
+                             init_from="dsm-energy-small-fashion-mnist")
+    for (k, a), (_, b) in zip(module.net.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert torch.equal(a, b.to(a.dtype)), k
+    with pytest.raises(ValueError, match="arch"):
+        DualScoreModule(arch="energy_unet_small", in_chans=1, init_from="dsm-energy-small-fashion-mnist")
