@@ -2,7 +2,7 @@
 
 Trains a small energy UNet with ``DualScoreModule`` through Lightning's Trainer on
 ``GaussianFieldDataModule`` (CPU, a few minutes), then — as a user would — calibrates the normalization
-constant on held-out samples at t_max = 1e3 and evaluates ``log_prob`` on test samples (algorithms.md §7.4).
+constant on held-out samples at t_max (1e3 by default) and evaluates ``log_prob`` on test samples (algorithms.md §7.4).
 The data density is closed-form, so the exact answers are known: the cross-entropy E[−log p_θ(x)]
 (bits/dim, continuous: no 8-bit offset) against the entropy of the field, and the denoiser's MSE against
 the Wiener (MMSE) optimum. Also times one energy training step (double backward) against one plain
@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--tsm-weight", type=float, default=1.0, help="λ, weight of the time-score term")
     parser.add_argument("--ema-decay", type=float, default=0.995)
     parser.add_argument("--log10-t-range", type=float, nargs=2, default=(-9.0, 3.0))
+    parser.add_argument("--t-max", type=float, default=1e3,
+                        help="noise variance of the Gaussian limit that fixes C (inside --log10-t-range)")
     parser.add_argument("--calib-images", type=int, default=4096)
     parser.add_argument("--test-images", type=int, default=2048)
     parser.add_argument("--timing-repeats", type=int, default=10)
@@ -143,7 +145,7 @@ def main() -> None:
     field = data.field
     module = DualScoreModule(arch="energy_unet_small", arch_args={"width": args.width, "num_layers": args.num_layers},
                              in_chans=1, log10_t_range=tuple(args.log10_t_range), nll_levels=None, lr=args.lr,
-                             tsm_weight=args.tsm_weight,
+                             tsm_weight=args.tsm_weight, t_max=args.t_max,
                              lr_halving_steps=max(1, args.steps // 4))
     trainer = pl.Trainer(accelerator=args.accelerator, devices=1, max_steps=args.steps, limit_val_batches=0,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -159,7 +161,7 @@ def main() -> None:
 
     # The user path: calibrate C on held-out samples, then one forward pass per test image.
     g = torch.Generator().manual_seed(args.seed + 1)
-    calib = net.calibrate(field.sample(args.calib_images, g), t_max=1e3, generator=g)
+    calib = net.calibrate(field.sample(args.calib_images, g), t_max=args.t_max, generator=g)
     x = field.sample(args.test_images, g)
     start = time.perf_counter()
     log_p = net.log_prob(x)
@@ -169,7 +171,9 @@ def main() -> None:
     exact_bpd, exact_se = mean_and_stderr(bits_per_dim(-field.log_prob(x.double()), d, levels=None))
     paired, paired_se = mean_and_stderr(bits_per_dim(-log_p, d, levels=None)
                                         - bits_per_dim(-field.log_prob(x.double()), d, levels=None))
-    by_level = energy_error_by_noise_level(net, field, x[:512], g)
+    lo, hi = args.log10_t_range
+    by_level = energy_error_by_noise_level(net, field, x[:512], g,
+                                           log10_ts=tuple(k / 2 for k in range(int(2 * lo), int(2 * hi) + 1)))
     levels = by_level["levels"]
     denoising = []
     for sigma in (0.02, 0.05, 0.1, 0.2, 0.5):
