@@ -216,7 +216,6 @@ def main() -> None:
         "step_time_cpu": timing,
     }
     if args.save:
-        lo, hi = args.log10_t_range
         config = build_config(net, kind="energy", sigma_range_255=(255 * 10 ** (lo / 2), 255 * 10 ** (hi / 2)),
                               training={"command": result["command"], "data": repr(field)})
         save_folder(net, config, args.save)
