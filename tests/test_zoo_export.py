@@ -61,6 +61,15 @@ def test_card_has_front_matter_metrics_and_citations(folder):
     assert "mohan2020biasfree" in body and 'zoo.load("tiny-prior")' in body
 
 
+def test_energy_card_shows_energy_usage_not_a_blind_denoiser():
+    from priorlab.zoo.card import render_card
+
+    card = render_card(zoo.read_config(zoo.get_prior("dsm-energy-small-fashion-mnist").bundled_path()))
+    assert "net.log_prob(x)" in card and "priorlab logp --prior dsm-energy-small-fashion-mnist" in card
+    assert "x_hat = net(y) " not in card and "priorlab denoise" not in card  # σ is required by an energy model
+    assert "guth2025dual" in card and "Log-probabilities of images" in card
+
+
 def _copy(folder, dst):
     dst.mkdir()
     for f in folder.iterdir():
