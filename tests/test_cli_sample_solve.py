@@ -77,6 +77,18 @@ def test_solve_gray_tasks(tmp_path, ckpts, capsys, task):
     assert {m["name"] for m in metrics["metrics"]} >= {"sample 0", "mean of 2"}
 
 
+def test_solve_inpaint_box_given_as_four_numbers(tmp_path, ckpts):
+    img = _png(tmp_path / "in.png", 1)
+    out = tmp_path / "out"
+    assert main(["solve", "--prior", str(ckpts[1]), "--task", "inpaint", "--box", "2", "3", "4", "5", "--input",
+                 str(img), "--out", str(out), "--samples", "1", "--crop", "16", *FAST]) == 0
+    measured, original = read_image(out / "measurement.png")[0], read_image(out / "original.png")[0]
+    hole = np.zeros((16, 16), dtype=bool)
+    hole[2:6, 3:8] = True
+    assert (measured[hole] == 0).all() and (measured[~hole] == original[~hole]).all()
+    assert (original[hole] > 0).any()
+
+
 def test_solve_demosaic_color(tmp_path, ckpts):
     img = _png(tmp_path / "in.png", 3)
     out = tmp_path / "out"
@@ -91,11 +103,15 @@ def test_solve_demosaic_color(tmp_path, ckpts):
     (["--task", "sr", "--fraction", "0.5"], "--fraction applies"),
     (["--task", "demosaic"], "colour"),
     (["--task", "inpaint", "--crop", "100"], "--crop"),
-    (["--task", "inpaint", "--box", "[1, 2, 3]"], "four integers"),
+    (["--task", "inpaint", "--box", "1", "2", "3"], "--box"),
 ])
 def test_solve_errors(tmp_path, ckpts, capsys, extra, message):
     img = _png(tmp_path / "in.png", 1)
-    assert main(["solve", "--prior", str(ckpts[1]), "--input", str(img), "--out", str(tmp_path / "o"), *extra]) == 2
+    try:
+        rc = main(["solve", "--prior", str(ckpts[1]), "--input", str(img), "--out", str(tmp_path / "o"), *extra])
+    except SystemExit as exc:  # argparse's own errors (wrong number of values) exit with its usage message
+        rc = exc.code
+    assert rc == 2
     assert message in capsys.readouterr().err
 
 
@@ -114,3 +130,21 @@ def test_sample_rejects_bad_settings(tmp_path, ckpts, capsys):
     assert main(["sample", "--prior", str(ckpts[1]), "--beta", "0", "--out", str(tmp_path / "s.png")]) == 2
     assert "beta" in capsys.readouterr().err
     assert main(["sample", "--prior", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "s.png")]) == 2
+
+
+def test_progress_bar_redraws_rarely_when_stderr_is_a_log_file(capsys):
+    """A run logged to a file gets a few progress lines, not one (or several) per step."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from priorlab.cli.sample import ProgressBar
+
+    bar = ProgressBar(500, "sample")
+    for i in range(500):
+        bar(SimpleNamespace(active=torch.tensor([True, i < 250]), sigma=torch.tensor([0.5, float("nan")])))
+    bar.close()
+    err = capsys.readouterr().err
+    redraws = err.count("\r") + err.count("\n")
+    assert "500/500" in err and "running=" in err
+    assert redraws < 10, f"{redraws} redraws for 500 steps"

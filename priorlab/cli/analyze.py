@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from priorlab.cli.io import check_output, read_image
+from priorlab.cli.io import check_output, progress_interval, read_image
 
 SUBCOMMANDS = {
     "jacobian": "Jacobian of the denoiser at a noisy crop: symmetry, spectrum, effective dimensionality, net bias",
@@ -149,12 +149,11 @@ def _crop(x, crop: list[int] | None, name: str):
 def _bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, leave=False)
+    bar = tqdm(total=total, desc=desc, leave=False, mininterval=progress_interval())
 
     def callback(done: int, total_: int) -> None:
         bar.total = total_
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)  # redraws at most every mininterval
 
     return bar, callback
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from priorlab.files import atomic_path
@@ -50,3 +51,9 @@ def check_output(path: Path, inputs: list[Path], overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     if path.suffix.lower() not in ("", ".png", ".tif", ".tiff", ".bmp"):
         raise ValueError(f"write outputs as lossless PNG/TIFF/BMP, not {path.suffix!r}")
+
+
+def progress_interval() -> float:
+    """Seconds between progress-bar redraws: tqdm's 0.1 s on a terminal, 5 s when stderr is a file or a
+    pipe, so that logs of long runs (nohup, CI) get a line every few seconds, not one per step."""
+    return 0.1 if sys.stderr.isatty() else 5.0

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from priorlab.cli.io import progress_interval
+
 JSON_NAME = "logp.json"
 HIST_NAME = "logp_hist.png"
 
@@ -86,12 +88,13 @@ class _Bar:
     def __init__(self, total: int, desc: str) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="img", leave=True, file=sys.stderr)
+        self.bar = tqdm(total=total, desc=desc, unit="img", leave=True, file=sys.stderr,
+                        mininterval=progress_interval())
 
     def __call__(self, state) -> None:
         self.bar.update(state.images_done - self.bar.n)
         if state.estimator == "ode":
-            self.bar.set_postfix(nfe=state.nfe)
+            self.bar.set_postfix(nfe=state.nfe, refresh=False)
 
     def close(self) -> None:
         self.bar.close()

@@ -7,7 +7,7 @@ import math
 import time
 from pathlib import Path
 
-from priorlab.cli.io import check_output, write_image
+from priorlab.cli.io import check_output, progress_interval, write_image
 
 
 def add_ascent_arguments(p, *, beta: float) -> None:
@@ -90,14 +90,17 @@ class ProgressBar:
     def __init__(self, total: int, desc: str) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="step", leave=True)
+        self.bar = tqdm(total=total, desc=desc, unit="step", leave=True, mininterval=progress_interval())
 
     def __call__(self, state) -> None:
         import torch
 
         running = int(state.active.sum())
         sig = state.sigma[~torch.isnan(state.sigma)]
-        self.bar.set_postfix(running=running, sigma=f"{float(sig.max()):.4f}" if sig.numel() else "-")
+        # refresh=False: the bar redraws at most every mininterval (set_postfix alone would redraw each step,
+        # flooding logs when stderr is a file).
+        self.bar.set_postfix(running=running, sigma=f"{float(sig.max()):.4f}" if sig.numel() else "-",
+                             refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:

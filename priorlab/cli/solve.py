@@ -32,8 +32,8 @@ def build_parser():
     p.add_argument("--fraction", type=float | None, default=None,
                    help="kept fraction in (0, 1) for pixels / deblur / cs (default 0.1)")
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor (must divide the size)")
-    p.add_argument("--box", type=list[int] | None, default=None,
-                   help="inpainting box [top, left, height, width] in pixels (default: centred half-size block)")
+    p.add_argument("--box", type=int, nargs=4, default=None, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
+                   help="inpainting box in pixels, e.g. --box 16 16 32 32 (default: centred half-size block)")
     p.add_argument("--mosaic", type=Literal["bayer", "cones"], default="bayer",
                    help="demosaicing pattern: Bayer RGGB or a random cone-like mosaic")
     p.add_argument("--samples", type=int, default=4, help="stochastic reconstructions (their mean and std)")
@@ -57,7 +57,7 @@ def make_operator(cfg, image_shape, generator):
         raise ValueError(f"--fraction applies to the pixels, deblur and cs tasks, not {cfg.task}")
     if cfg.task == "inpaint":
         if cfg.box is not None and len(cfg.box) != 4:
-            raise ValueError(f"--box needs four integers [top, left, height, width], got {cfg.box}")
+            raise ValueError(f"--box needs four integers TOP LEFT HEIGHT WIDTH, got {cfg.box}")
         return solvers.box_inpainting(image_shape, None if cfg.box is None else tuple(cfg.box))
     if cfg.task == "pixels":
         return solvers.random_pixels(image_shape, fraction, generator=generator)

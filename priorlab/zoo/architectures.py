@@ -45,6 +45,16 @@ def unet(pretrained=False, **kwargs):
     """UNet with biases and ordinary batch norm: the biased counterpart of bf_unet."""
 
 
+@register_model(UNet, family="unet", num_blocks=3, width=16)
+def bf_unet_small(pretrained=False, **kwargs):
+    """Small BF-UNet, 3 scales 16/32/64, 128 in the middle, 0.48 M params, receptive field ~90 (CPU priors)."""
+
+
+@register_model(UNet, family="unet", num_blocks=3, width=16, bias=True)
+def unet_small(pretrained=False, **kwargs):
+    """Biased counterpart of bf_unet_small."""
+
+
 @register_model(UNet, family="unet", num_blocks=2, width=4)
 def test_bf_unet(pretrained=False, **kwargs):
     """Tiny BF-UNet for tests (2 scales, 4/8 channels, 16 in the middle)."""
