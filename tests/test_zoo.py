@@ -207,3 +207,14 @@ def test_load_refuses_unknown_names_and_missing_files(tmp_path):
         zoo.load("bf-dncnn-gray")
     with pytest.raises(FileNotFoundError):
         zoo.load(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize(("name", "width"), [("bf_dncnn_small", 21), ("bf_unet_small", 92)])
+def test_receptive_field_of_the_small_variants(name, width):
+    """The small DnCNN sees 21x21 pixels, the small UNet 92x92 (why it fills large holes): the output pixel's
+    gradient is non-zero exactly on that window of the input."""
+    m = _eval_model(name)
+    x = torch.rand(1, 1, 160, 160, requires_grad=True)
+    m(x)[0, 0, 80, 80].backward()
+    rows, cols = (x.grad[0, 0].abs() > 0).nonzero().T
+    assert int(rows.max() - rows.min()) + 1 == width and int(cols.max() - cols.min()) + 1 == width

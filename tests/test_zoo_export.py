@@ -146,9 +146,18 @@ def test_bundled_prior_loads_offline_and_matches_its_pin(name):
         y = x + 0.1 * torch.randn_like(x)
         assert (net(y, 0.1) - x).pow(2).mean() < (y - x).pow(2).mean()
         return
+    ramp = torch.linspace(0.2, 0.8, 32)
+    x = (ramp[:, None] + ramp[None, :]).div(2).expand(1, entry.channels, 32, 32)  # smooth, inside [0, 1]
+    noisy = x + (5 / 255) * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))  # in every range
+    with torch.no_grad():
+        assert (net(noisy) - x).pow(2).mean() < (noisy - x).pow(2).mean()  # it denoises
     y = torch.rand(1, entry.channels, 32, 32)
     with torch.no_grad():
         gap = (net(3.0 * y) - 3.0 * net(y)).abs().max()
+    if entry.architecture.startswith("bf_unet"):  # any size >= 8 works: the card says so, and the network pads
+        assert "reflect-padded" in (entry.bundled_path() / "README.md").read_text()
+        with torch.no_grad():
+            assert net(torch.rand(1, entry.channels, 13, 21)).shape == (1, entry.channels, 13, 21)
     if net.prior_config["init_args"].get("bias"):  # the biased counterpart is not homogeneous
         assert gap > 1e-3
     else:

@@ -87,6 +87,15 @@ def _front_matter(config: dict[str, Any], name: str, license_id: str) -> str:
     return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip()
 
 
+def _image_size(config: dict[str, Any]) -> str:
+    m = config.get("size_multiple", 1)
+    if m == 1:
+        return "any"
+    if config["kind"] == "denoiser":  # the UNet denoisers reflect-pad other sizes (priorlab.zoo.unet)
+        return f"any, at least {m}x{m} (other sizes are reflect-padded to a multiple of {m} inside the network)"
+    return f"height and width multiples of {m}"
+
+
 def _details(config: dict[str, Any], params: int | None) -> str:
     low, high = config["sigma_range_255"]
     rows = [
@@ -98,8 +107,7 @@ def _details(config: dict[str, Any], params: int | None) -> str:
         ("channels", f"{config['channels']} ({'gray, luminance' if config['channels'] == 1 else 'RGB'})"),
         ("image range", f"{config['image_range']}"),
         ("noise range (training)", f"sigma in [{low:g}, {high:g}]/255 ({config['sigma_units']})"),
-        ("image size", "any" if config.get("size_multiple", 1) == 1
-         else f"height and width multiples of {config['size_multiple']}"),
+        ("image size", _image_size(config)),
         ("format", f"config.json format {config['format_version']}, weights model.safetensors, "
                    f"priorlab {config['priorlab_version']}"),
     ]
