@@ -89,6 +89,18 @@ def test_solve_inpaint_box_given_as_four_numbers(tmp_path, ckpts):
     assert (original[hole] > 0).any()
 
 
+def test_solve_gaussian_deblur_starts_from_the_blurred_image(tmp_path, ckpts):
+    img = _png(tmp_path / "in.png", 1)
+    out = tmp_path / "out"
+    assert main(["solve", "--prior", str(ckpts[1]), "--task", "deblur", "--blur_sigma", "1.5", "--input", str(img),
+                 "--out", str(out), "--samples", "1", "--crop", "16", *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metrics"][0]["name"] == "blurred input" and "GaussianDeblur" in metrics["operator"]
+    original, blurred = read_image(out / "original.png"), read_image(out / "measurement.png")
+    assert (blurred - original).abs().max() > 0.05  # measurement.png shows the blurred observation
+    assert abs(float(blurred.mean() - original.mean())) < 2 / 255  # a blur keeps the mean
+
+
 def test_solve_demosaic_color(tmp_path, ckpts):
     img = _png(tmp_path / "in.png", 3)
     out = tmp_path / "out"
@@ -104,6 +116,9 @@ def test_solve_demosaic_color(tmp_path, ckpts):
     (["--task", "demosaic"], "colour"),
     (["--task", "inpaint", "--crop", "100"], "--crop"),
     (["--task", "inpaint", "--box", "1", "2", "3"], "--box"),
+    (["--task", "sr", "--factor", "2", "--blur_sigma", "1.0"], "--blur_sigma applies"),
+    (["--task", "deblur", "--blur_sigma", "1.0", "--fraction", "0.2"], "not both"),
+    (["--task", "deblur", "--blur_sigma", "0"], "blur_sigma must be > 0"),
 ])
 def test_solve_errors(tmp_path, ckpts, capsys, extra, message):
     img = _png(tmp_path / "in.png", 1)

@@ -8,6 +8,7 @@ import torch
 from priorlab.core.gaussian_field import GaussianField
 from priorlab.solvers import (
     BlockAverage,
+    GaussianDeblur,
     MatrixOperator,
     bayer_demosaic,
     box_inpainting,
@@ -34,6 +35,7 @@ def _operators(shape):
         "pixels-per-channel": random_pixels(shape, 0.5, generator=_gen(), per_channel=True),
         "lowpass-square": spectral_lowpass(shape, 0.2),
         "lowpass-disk": spectral_lowpass(shape, 0.35, shape="disk"),
+        "gaussian-deblur": GaussianDeblur(shape, 0.8, 0.2),
         "cs-dense": compressive_sensing(shape, 0.25, generator=_gen()),
         "cs-fast": compressive_sensing(shape, 0.25, generator=_gen(), dense_max=0),
         "matrix": MatrixOperator(torch.linalg.qr(torch.randn(c * h * w, 7, generator=_gen(),
@@ -183,3 +185,25 @@ def test_color_solver_and_validation():
         solve_linear(field.wiener_denoise, op, torch.zeros(1, 5))
     with pytest.raises(ValueError, match="num_samples"):
         solve_linear(field.wiener_denoise, op, op.measure(x), num_samples=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16), (3, 9, 14)])
+def test_gaussian_deblur_reads_the_measurement_off_the_blurred_image(shape):
+    """Mᵀx is recovered exactly from the blurred image; the kept set is where the blur's transfer
+    function is at least the threshold, so a wider blur keeps fewer coefficients."""
+    x = torch.rand(2, *shape, generator=_gen(), dtype=torch.float64)
+    op = GaussianDeblur(shape, 1.0, 0.1)
+    b = op.blur(x)
+    assert (b - x).abs().max() > 1e-2  # it blurs
+    assert torch.allclose(b.mean(dim=(-2, -1)), x.mean(dim=(-2, -1)))  # and keeps the DC
+    assert torch.allclose(op.measurement_from_blurred(b), op.measure(x), atol=1e-10)
+    wider = GaussianDeblur(shape, 2.0, 0.1)
+    assert 0 < wider.num_measurements < op.num_measurements < x[0].numel()
+    # a blur of std s keeps |f| <= sqrt(ln(1/threshold) / 2) / (pi s): at s = 1, threshold 0.1, |f| <= 0.3416
+    fy, fx = torch.fft.fftfreq(shape[1]), torch.fft.fftfreq(shape[2])
+    inside = ((fy[:, None] ** 2 + fx[None, :] ** 2).sqrt() <= 0.3416).sum() * shape[0]
+    assert op.num_measurements == int(inside)
+    with pytest.raises(ValueError, match="blur_sigma"):
+        GaussianDeblur(shape, 0.0)
+    with pytest.raises(ValueError, match="threshold"):
+        GaussianDeblur(shape, 1.0, 1.5)

@@ -19,7 +19,8 @@ def build_parser():
     p = ArgumentParser(prog="priorlab solve", description=(
         "Simulate linear measurements of a clean image and reconstruct it with the prior implicit in a "
         "trained denoiser (Kadkhodaie & Simoncelli, Algorithm 2). Writes to --out: original.png, "
-        "measurement.png (the measured subspace's naive reconstruction M Mᵀx), sample_<i>.png, mean.png, "
+        "measurement.png (the measured subspace's naive reconstruction M Mᵀx, or the blurred image with "
+        "--blur_sigma), sample_<i>.png, mean.png, "
         "std.png (scaled to its maximum, stated in metrics.json), figure.png and metrics.json; prints "
         "PSNR/SSIM against the input."))
     p.add_argument("--prior", "--ckpt", dest="prior", type=str, required=True,
@@ -31,6 +32,10 @@ def build_parser():
     p.add_argument("--out", type=str, required=True, help="output folder")
     p.add_argument("--fraction", type=float | None, default=None,
                    help="kept fraction in (0, 1) for pixels / deblur / cs (default 0.1)")
+    p.add_argument("--blur_sigma", type=float | None, default=None,
+                   help="deblur: undo a Gaussian blur of this std in pixels (the measurement is read off the "
+                        "blurred image where the blur's transfer function is >= 0.1) instead of keeping a fraction "
+                        "of the frequencies")
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor (must divide the size)")
     p.add_argument("--box", type=int, nargs=4, default=None, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                    help="inpainting box in pixels, e.g. --box 16 16 32 32 (default: centred half-size block)")
@@ -55,6 +60,8 @@ def make_operator(cfg, image_shape, generator):
     fraction = cfg.fraction if cfg.fraction is not None else DEFAULT_FRACTION.get(cfg.task)
     if cfg.fraction is not None and cfg.task not in DEFAULT_FRACTION:
         raise ValueError(f"--fraction applies to the pixels, deblur and cs tasks, not {cfg.task}")
+    if cfg.blur_sigma is not None and cfg.task != "deblur":
+        raise ValueError(f"--blur_sigma applies to the deblur task, not {cfg.task}")
     if cfg.task == "inpaint":
         if cfg.box is not None and len(cfg.box) != 4:
             raise ValueError(f"--box needs four integers TOP LEFT HEIGHT WIDTH, got {cfg.box}")
@@ -64,6 +71,10 @@ def make_operator(cfg, image_shape, generator):
     if cfg.task == "sr":
         return solvers.BlockAverage(image_shape, cfg.factor)
     if cfg.task == "deblur":
+        if cfg.blur_sigma is not None:
+            if cfg.fraction is not None:
+                raise ValueError("give either --blur_sigma (Gaussian blur) or --fraction (low-pass band), not both")
+            return solvers.GaussianDeblur(image_shape, cfg.blur_sigma)
         return solvers.spectral_lowpass(image_shape, fraction)
     if cfg.task == "cs":
         return solvers.compressive_sensing(image_shape, fraction, generator=generator)
@@ -103,7 +114,7 @@ def run(args: list[str]) -> int:
 
     from priorlab.core import check_images
     from priorlab.plotting import save_figure
-    from priorlab.solvers import solve_linear
+    from priorlab.solvers import GaussianDeblur, solve_linear
     from priorlab.zoo import load
 
     cfg = build_parser().parse_args(args)
@@ -135,8 +146,11 @@ def run(args: list[str]) -> int:
     x = x.to(cfg.device)
     op_gen = torch.Generator().manual_seed(cfg.seed)
     op = make_operator(cfg, tuple(x.shape[1:]), op_gen)
-    c = op.measure(x)
-    naive = op.project(x)  # M Mᵀx: zero fill / block replication / low-pass
+    if isinstance(op, GaussianDeblur):  # observe the blurred image; read the measurement off it
+        naive, naive_label = op.blur(x), "blurred input"
+        c = op.measurement_from_blurred(naive)
+    else:
+        c, naive, naive_label = op.measure(x), op.project(x), "naive M Mᵀx"  # zero fill / block replication / low-pass
 
     g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     bar = ProgressBar(cfg.max_steps, f"{cfg.task} {x.shape[1]}x{x.shape[2]}x{x.shape[3]} x{cfg.samples}")
@@ -157,7 +171,7 @@ def run(args: list[str]) -> int:
         img = img.reshape(1, *x.shape[1:]).clamp(0, 1)
         return (psnr_fn(img, x, data_range=1.0).item(), ssim_fn(img, x, data_range=1.0).item())
 
-    rows = [("naive M Mᵀx", *scores(naive), None)]
+    rows = [(naive_label, *scores(naive), None)]
     rows += [(f"sample {i}", *scores(samples[i]), int(res.steps[0, i])) for i in range(cfg.samples)]
     rows += [(f"mean of {cfg.samples}", *scores(mean), None)]
 

@@ -4,6 +4,7 @@ from priorlab.solvers.algorithm2 import solve_linear
 from priorlab.solvers.operators import (
     BlockAverage,
     FourierSubset,
+    GaussianDeblur,
     LinearOperator,
     MaskOperator,
     MatrixOperator,
@@ -18,6 +19,7 @@ from priorlab.solvers.operators import (
 __all__ = [
     "BlockAverage",
     "FourierSubset",
+    "GaussianDeblur",
     "LinearOperator",
     "MaskOperator",
     "MatrixOperator",
