@@ -63,8 +63,6 @@ def make_operator(cfg, image_shape, generator):
     if cfg.blur_sigma is not None and cfg.task != "deblur":
         raise ValueError(f"--blur_sigma applies to the deblur task, not {cfg.task}")
     if cfg.task == "inpaint":
-        if cfg.box is not None and len(cfg.box) != 4:
-            raise ValueError(f"--box needs four integers TOP LEFT HEIGHT WIDTH, got {cfg.box}")
         return solvers.box_inpainting(image_shape, None if cfg.box is None else tuple(cfg.box))
     if cfg.task == "pixels":
         return solvers.random_pixels(image_shape, fraction, generator=generator)
@@ -149,8 +147,8 @@ def run(args: list[str]) -> int:
     if isinstance(op, GaussianDeblur):  # observe the blurred image; read the measurement off it
         naive, naive_label = op.blur(x), "blurred input"
         c = op.measurement_from_blurred(naive)
-    else:
-        c, naive, naive_label = op.measure(x), op.project(x), "naive M Mᵀx"  # zero fill / block replication / low-pass
+    else:  # M Mᵀx: zero fill / block replication / low-pass
+        c, naive, naive_label = op.measure(x), op.project(x), "naive M Mᵀx"
 
     g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     bar = ProgressBar(cfg.max_steps, f"{cfg.task} {x.shape[1]}x{x.shape[2]}x{x.shape[3]} x{cfg.samples}")

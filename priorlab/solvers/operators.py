@@ -409,7 +409,7 @@ class GaussianDeblur(FourierSubset):
     def measurement_from_blurred(self, b: torch.Tensor) -> torch.Tensor:
         """The measurement Mᵀx (B, M) of the sharp images, from their blurred images b (B, C, H, W)."""
         self.check_image(b, "blurred images")
-        return (self.coefficients(b).flatten(1)[:, self._index.to(b.device)] / self._gain.to(b)).to(b.dtype)
+        return self._measure(b) / self._gain.to(b)
 
 
 def compressive_sensing(image_shape: ImageShape, fraction: float, *, generator: torch.Generator | None = None,

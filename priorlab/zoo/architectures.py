@@ -47,7 +47,7 @@ def unet(pretrained=False, **kwargs):
 
 @register_model(UNet, family="unet", num_blocks=3, width=16)
 def bf_unet_small(pretrained=False, **kwargs):
-    """Small BF-UNet, 3 scales 16/32/64, 128 in the middle, 0.48 M params, receptive field ~90 (CPU priors)."""
+    """Small BF-UNet, 3 scales 16/32/64, 128 in the middle, 0.48 M params, receptive field 92 (CPU priors)."""
 
 
 @register_model(UNet, family="unet", num_blocks=3, width=16, bias=True)
