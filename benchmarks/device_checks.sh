@@ -15,17 +15,19 @@ BATCH=${BATCH:-128}
 PRECISION=${PRECISION:-bf16-mixed}
 ARCH_DNCNN=${ARCH_DNCNN:-bf_dncnn}
 ARCH_UNET=${ARCH_UNET:-bf_unet}
+PY=${PY:-python3}
+RUN_TIMEOUT=${RUN_TIMEOUT:-0}             # seconds per measurement (0: none)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
-  python -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"; } \
+  $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"; } \
   | tee "$OUT/machine.txt"
 status=0
 for preset in dncnn unet; do
   arch=$([ "$preset" = dncnn ] && echo "$ARCH_DNCNN" || echo "$ARCH_UNET")
   for compile in --no-compile --compile; do
     name="throughput_${preset}${compile/--/_}.json"
-    python benchmarks/train_throughput.py --preset "$preset" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
+    timeout "$RUN_TIMEOUT" $PY benchmarks/train_throughput.py --preset "$preset" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
       --warmup "$WARMUP" --precision "$PRECISION" --channels-last "$compile" --device "$DEVICE" \
       --json "$OUT/$name" --overwrite 2>&1 | grep -v "^INFO\|Tip" | tee -a "$OUT/throughput.log" || status=1
   done

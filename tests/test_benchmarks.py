@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -162,6 +163,23 @@ def test_train_throughput_presets():
     cfg, _ = bench.parse_args(["--preset", "dncnn", "--patch", "40", "--device", "cpu"])
     assert (cfg.arch, cfg.in_chans, cfg.patch) == ("bf_dncnn", 1, 40)
 
+
+
+def test_energy_throughput_measures_log_prob_and_both_training_steps_on_cpu(tmp_path):
+    bench = _load_script("energy_throughput")
+    out = tmp_path / "energy.json"
+    bench.main(["--arch", "test_energy_unet", "--in-chans", "1", "--size", "16", "--batch", "2", "--steps", "1",
+                "--warmup", "1", "--device", "cpu", "--precision", "32-true", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert res["shape"] == [2, 1, 16, 16] and res["parameters"] > 0
+    for key in ("log_prob_img_per_s", "plain_forward_fp32_img_per_s", "energy_step_img_per_s",
+                "denoiser_step_img_per_s"):
+        assert res[key] > 0, key
+    assert res["energy_over_denoiser"] == pytest.approx(res["energy_step_img_per_s"] / res["denoiser_step_img_per_s"])
+    bench.main(["--arch", "test_energy_unet", "--in-chans", "1", "--size", "16", "--batch", "2", "--steps", "1",
+                "--warmup", "0", "--device", "cpu", "--skip-training", "--channels-last", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert res["channels_last"] and "energy_step_img_per_s" not in res and res["log_prob_img_per_s"] > 0
 
 # ---- Gaussian-field energy benchmark -----------------------------------------------------------------
 def test_gaussian_benchmark_splits_the_nll_error_into_score_kl_and_normalization():

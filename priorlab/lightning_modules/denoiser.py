@@ -26,6 +26,23 @@ def refuse_static_graph(trainer: pl.Trainer) -> None:
                          "wrong gradients with input-gradient losses. Use strategy: ddp without static_graph.")
 
 
+def log_train_step(module: pl.LightningModule, values: dict[str, torch.Tensor], *, batch_size: int) -> None:
+    """Log per-step training values without a host-device synchronization on every step.
+
+    Every step the values go to the logger: Lightning keeps them as tensors and converts them only when it
+    writes, every ``log_every_n_steps``. Values logged with ``prog_bar=True`` would instead be converted to
+    Python numbers after *every* batch, even on steps that did not log them (an ``.item()`` that waits for the
+    GPU and drains its queue of kernels; docs/benchmarks.md). So the progress bar gets Python floats, converted
+    here every ``log_every_n_steps`` steps under the last part of the name (``train/loss`` shows as ``loss``),
+    and nothing is converted when there is no progress bar.
+    """
+    module.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
+    trainer = module._trainer
+    if trainer is None or trainer.progress_bar_callback is None:
+        return
+    if module.global_step % max(1, trainer.log_every_n_steps) == 0:
+        trainer.progress_bar_metrics.update({k.rsplit("/", 1)[-1]: v.item() for k, v in values.items()})
+
 def validation_noise(x: torch.Tensor, sigma: float, *, index: int, sigma_index: int) -> torch.Tensor:
     """Noise σ·z for validation image ``index``, fixed across epochs and devices (seeded on the CPU)."""
     g = torch.Generator().manual_seed(1_000_003 * index + sigma_index)
@@ -130,10 +147,11 @@ class DenoiserModule(pl.LightningModule):
         if self.hparams.loss_weighting == "noise":
             # Times (25/255)²: the value reads as an MSE at σ₂₅₅ = 25 (readable logs); Adam ignores the scale.
             loss = (mse * noise_normalized_weight(sigma) * (25.0 / 255.0) ** 2).mean()
-            self.log("train/mse", mse.mean().detach(), on_step=True, on_epoch=False, batch_size=x.shape[0])
+            log_train_step(self, {"train/loss": loss.detach(), "train/mse": mse.mean().detach()},
+                           batch_size=x.shape[0])
         else:
             loss = mse.mean()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+            log_train_step(self, {"train/loss": loss.detach()}, batch_size=x.shape[0])
         return loss
 
     def _eval_step(self, batch: torch.Tensor, batch_idx: int, metrics: nn.ModuleList, prefix: str) -> None:

@@ -28,7 +28,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from priorlab.core.energy import DEFAULT_T_MAX, check_quantized, full_precision, log_norm_const_from_energies
 from priorlab.core.likelihood import bits_per_dim
 from priorlab.core.losses import dsm_loss, tsm_loss
-from priorlab.lightning_modules.denoiser import _images, refuse_static_graph, validation_noise
+from priorlab.lightning_modules.denoiser import _images, log_train_step, refuse_static_graph, validation_noise
 from priorlab.zoo import create_model
 from priorlab.zoo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from priorlab.zoo.priors import init_from as init_weights_from
@@ -131,8 +131,8 @@ class DualScoreModule(pl.LightningModule):
         y, t = self.corrupt(x)
         dsm, tsm = self._loss_terms(x, y, t, create_graph=True)
         loss = (dsm + self.hparams.tsm_weight * tsm).mean()
-        self.log_dict({"train/loss": loss, "train/dsm": dsm.mean(), "train/tsm": tsm.mean()},
-                      prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        log_train_step(self, {"train/loss": loss.detach(), "train/dsm": dsm.mean().detach(),
+                              "train/tsm": tsm.mean().detach()}, batch_size=x.shape[0])
         return loss
 
     def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

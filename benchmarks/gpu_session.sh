@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Everything one short GPU session measures and trains, in one command, within DEADLINE seconds:
+#   1. energy-model throughput (log_prob at 64x64x3 fp32; dual score matching vs denoiser training step, bf16),
+#      then log_prob again with cuDNN autotuning and channels_last
+#   2. the foundation issue's training-throughput table (benchmarks/device_checks.sh)
+#   3. dsm-energy-fashion-mnist (configs/dsm_energy_fashion_mnist_gpu.yaml) for the time that is left, starting
+#      from the weights of DSM_INIT (default: the shipped dsm-energy-fashion-mnist; empty: from scratch)
+# Results under $OUT: JSON + logs, and the trained energy model as a slim checkpoint (EMA weights + C, no
+# optimizer state), ready for `priorlab export`. Run from the repository root, without installing priorlab:
+#   OUT=/tmp/out FMNIST=/usr/share/datasets/fashion-mnist bash benchmarks/gpu_session.sh      # GPU machine
+# Wheels for packages missing on the machine may be put in .whl/ (installed into /tmp/site first).
+# CPU smoke test (tiny models, a few steps; see the SMOKE settings below):
+#   OUT=/tmp/out SMOKE=1 bash benchmarks/gpu_session.sh
+set -uo pipefail
+START=$(date +%s)
+OUT=${OUT:?set OUT to an output folder}
+DEADLINE=${DEADLINE:-555}      # seconds from the start by which everything must be written
+FMNIST=${FMNIST:-.gpu/fmnist}  # folder with the Fashion-MNIST IDX files
+PY=${PY:-python3}
+SMOKE=${SMOKE:-0}
+DSM_INIT=${DSM_INIT-dsm-energy-fashion-mnist}
+WORK=$(mktemp -d)              # intermediate files; only a few files come back from $OUT
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/session.log") 2>&1
+elapsed() { echo $(( $(date +%s) - START )); }
+if compgen -G ".whl/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site || exit 2
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+$PY -c "import priorlab.cli.lightning, jsonargparse, torch; print('imports ok; cuda', torch.cuda.is_available())" \
+  || exit 3
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; date -u
+
+if [ "$SMOKE" = 1 ]; then
+  ET=(--arch test_energy_unet --in-chans 1 --size 16 --batch 4 --steps 2 --warmup 1 --device cpu)
+  export DEVICE=cpu STEPS=2 WARMUP=1 BATCH=4 ARCH_DNCNN=test_bf_dncnn ARCH_UNET=test_bf_unet
+  DSM_INIT=
+  FIT=(--model.arch=test_energy_unet --trainer.accelerator=cpu --trainer.max_steps=4 --trainer.val_check_interval=2
+       --data.batch_size=8 --data.val_size=16 --data.train_limit=64 --data.eval_batch_size=8 --data.num_workers=0)
+else
+  ET=()
+  export STEPS=${STEPS:-100} WARMUP=${WARMUP:-20}
+  FIT=()
+fi
+
+echo "== [$(elapsed) s] 1. energy throughput"
+timeout 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --json "$WORK/energy_default.json"
+timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark \
+  --json "$WORK/energy_cudnn_benchmark.json"
+timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark --channels-last \
+  --json "$WORK/energy_cudnn_benchmark_channels_last.json"
+$PY - "$WORK"/energy_*.json "$OUT/energy_throughput.json" <<'PYEOF'
+import json, sys
+runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[1:-1]}
+json.dump(runs, open(sys.argv[-1], "w"), indent=2)
+PYEOF
+
+echo "== [$(elapsed) s] 2. training throughput (device_checks.sh)"
+RUN_TIMEOUT=${RUN_TIMEOUT:-110} OUT="$WORK/throughput" PY=$PY bash benchmarks/device_checks.sh
+$PY - "$WORK"/throughput/*.json "$OUT/throughput.json" <<'PYEOF'
+import json, sys
+runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[1:-1]}
+json.dump(runs, open(sys.argv[-1], "w"), indent=2)
+PYEOF
+
+left=$(( DEADLINE - $(elapsed) - 60 ))
+[ "$left" -lt 60 ] && left=60
+echo "== [$(elapsed) s] 3. dsm-energy-fashion-mnist, max_time ${left} s"
+RUNS=$(mktemp -d)
+[ -n "$DSM_INIT" ] && FIT+=(--model.init_from="$DSM_INIT")
+timeout $(( left + 45 )) $PY -m priorlab fit --config configs/dsm_energy_fashion_mnist_gpu.yaml \
+  --data.root="$FMNIST" --trainer.logger.init_args.save_dir="$RUNS" \
+  --trainer.max_time="$(printf '00:00:%02d:%02d' $(( left / 60 )) $(( left % 60 )))" "${FIT[@]}" 2>&1 \
+  | grep -v "^INFO\|Tip"
+ckpt=$(ls -t "$RUNS"/*/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+if [ -n "$ckpt" ]; then
+  cp "$(dirname "$(dirname "$ckpt")")/metrics.csv" "$OUT/dsm_metrics.csv"
+  $PY - "$ckpt" "$OUT/dsm_last.ckpt" <<'PYEOF'
+import sys, torch
+ck = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops"):
+    ck.pop(key, None)
+torch.save(ck, sys.argv[2])
+print("slim checkpoint:", sys.argv[2], "step", ck.get("global_step"), "calibration", ck.get("priorlab", {}).get("calibration"))
+PYEOF
+fi
+echo "== [$(elapsed) s] done"
