@@ -225,3 +225,22 @@ def test_fine_tuning_starts_from_the_bundled_energy_prior_by_name():
         assert torch.equal(a, b.to(a.dtype)), k
     with pytest.raises(ValueError, match="arch"):
         DualScoreModule(arch="energy_unet_small", in_chans=1, init_from="dsm-energy-small-fashion-mnist")
+
+
+@pytest.mark.parametrize("name", ["dsm-energy-small-fashion-mnist", "dsm-energy-fashion-mnist"])
+def test_bundled_energy_models_give_fashion_mnist_test_images_their_measured_bits_per_dim(name):
+    from priorlab.core.likelihood import bits_per_dim
+    from priorlab.datamodules import load_fashion_mnist
+    from priorlab.datamodules.fashion_mnist import DEBIAN_ROOT
+
+    if not DEBIAN_ROOT.is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist (installed by .ci/run)")
+    net = load(name)
+    x = load_fashion_mnist("test")[:200].float() / 255
+    bpd = bits_per_dim(-net.log_prob(x), x[0].numel())
+    # The cards say 3.35 / 3.34 bits/dim over all 10,000 (standard error of 200 images: about 0.07); a wrong C,
+    # wrong weights or a broken t -> 0 embedding move it by whole bits.
+    assert 2.9 < float(bpd.mean()) < 3.8
+    # Images of the same size that are not garments are far less probable.
+    noise = torch.randint(0, 256, (20, 1, 28, 28), generator=torch.Generator().manual_seed(0)).float() / 255
+    assert float(bits_per_dim(-net.log_prob(noise), 28 * 28).min()) > float(bpd.max())
