@@ -28,7 +28,7 @@ from priorlab.core.energy import GaussianEnergy
 from priorlab.core.likelihood import bits_per_dim, mean_and_stderr
 from priorlab.core.losses import denoising_loss, dsm_loss, tsm_loss
 from priorlab.datamodules import GaussianFieldDataModule
-from priorlab.lightning_modules import DualScoreModule
+from priorlab.lightning_modules import EMA, DualScoreModule
 from priorlab.zoo import create_model, load
 from priorlab.zoo.artifact import build_config, save_folder
 from priorlab.zoo.energy_unet import count_parameters
@@ -150,7 +150,7 @@ def main() -> None:
     trainer = pl.Trainer(accelerator=args.accelerator, devices=1, max_steps=args.steps, limit_val_batches=0,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, inference_mode=False,
-                         callbacks=[pl.callbacks.EMAWeightAveraging(decay=args.ema_decay)])
+                         callbacks=[EMA(decay=args.ema_decay)])
     start = time.perf_counter()
     if args.load is None:
         trainer.fit(module, datamodule=data)

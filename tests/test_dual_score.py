@@ -6,11 +6,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 
 from priorlab.datamodules import FashionMNISTDataModule
-from priorlab.lightning_modules import DualScoreModule
+from priorlab.lightning_modules import EMA, DualScoreModule
 from priorlab.zoo import load, load_checkpoint
 from tests.helpers import assert_ddp_matches_one_process, tiny_trainer
 from tests.test_fashion_mnist import tiny_fashion_mnist
@@ -42,7 +42,7 @@ def _fit(tmp_path, module, data, **kw):
 @pytest.mark.slow
 def test_fit_logs_terms_psnr_and_bpd_and_checkpoint_carries_the_constant(tmp_path, data):
     module = tiny_module()
-    trainer, last = _fit(tmp_path, module, data, callbacks=[EMAWeightAveraging(decay=0.5)])
+    trainer, last = _fit(tmp_path, module, data, callbacks=[EMA(decay=0.5)])
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     for key in ("train/loss", "val/dsm", "val/tsm", "val/loss", "val/psnr_in20", "val/psnr_in10", "val/psnr",
                 "val/bpd", "val/log_norm_const"):

@@ -3,10 +3,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 
-from priorlab.lightning_modules import DenoiseFigure, DenoiserModule
+from priorlab.lightning_modules import EMA, DenoiseFigure, DenoiserModule
 from priorlab.zoo import load_checkpoint
 from tests.helpers import assert_ddp_matches_one_process, tiny_data, tiny_module, tiny_trainer
 
@@ -55,7 +55,7 @@ def test_bf16_mixed_fit_runs(tmp_path):
 
 
 def test_ema_weights_are_what_the_checkpoint_holds(tmp_path):
-    module, trainer, last = _fit(tmp_path, max_steps=5, callbacks=[EMAWeightAveraging(decay=0.5)])
+    module, trainer, last = _fit(tmp_path, max_steps=5, callbacks=[EMA(decay=0.5)])
     ckpt = torch.load(last, weights_only=True)
     assert "current_model_state" in ckpt  # raw weights kept apart by Lightning's EMA callback
     ema = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
@@ -173,7 +173,7 @@ def test_ema_network_denoises_early_in_training(tmp_path):
     torch.manual_seed(0)
     module = tiny_module(lr=3e-3, sigma_range_255=(20.0, 40.0))
     _, _, last = _fit(tmp_path, module, tiny_data(patches_per_epoch=320), max_steps=40, limit_val_batches=0,
-                      callbacks=[EMAWeightAveraging(decay=0.95)])
+                      callbacks=[EMA(decay=0.95)])
     ema_net = load_checkpoint(last)
     raw_net = load_checkpoint(last)
     raw = torch.load(last, weights_only=True)["current_model_state"]

@@ -3,5 +3,6 @@
 from priorlab.lightning_modules.callbacks import DenoiseFigure
 from priorlab.lightning_modules.denoiser import DenoiserModule
 from priorlab.lightning_modules.dual_score import DualScoreModule
+from priorlab.lightning_modules.ema import EMA
 
-__all__ = ["DenoiseFigure", "DenoiserModule", "DualScoreModule"]
+__all__ = ["EMA", "DenoiseFigure", "DenoiserModule", "DualScoreModule"]

@@ -1,0 +1,75 @@
+"""priorlab's EMA callback: the same averages as Lightning's EMAWeightAveraging, and a counter that survives loads."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from torch import nn
+
+from priorlab.lightning_modules import EMA, DenoiserModule
+from priorlab.lightning_modules.ema import HostCountedEMAModel
+
+
+class _Batches:
+    def __len__(self) -> int:
+        return 7
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(1)
+        for _ in range(7):
+            yield torch.rand(4, 1, 16, 16, generator=g)
+
+
+def _fit(callback) -> dict[str, torch.Tensor]:
+    pl.seed_everything(0)
+    module = DenoiserModule(arch="test_bf_dncnn", in_chans=1, val_sigmas_255=())
+    trainer = pl.Trainer(accelerator="cpu", max_steps=7, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         num_sanity_val_steps=0, callbacks=[callback])
+    trainer.fit(module, train_dataloaders=_Batches())
+    return {k: v.clone() for k, v in module.state_dict().items()}  # the averaged weights after fit
+
+
+def test_ema_gives_the_same_weights_as_lightnings_ema():
+    ours, theirs = _fit(EMA(decay=0.8)), _fit(EMAWeightAveraging(decay=0.8))
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        torch.testing.assert_close(ours[k], theirs[k], rtol=1e-5, atol=1e-6, msg=k)
+    plain = _fit(pl.Callback())  # and the average is not simply the last weights
+    assert any(not torch.allclose(ours[k], plain[k]) for k in ours if ours[k].is_floating_point())
+
+
+def test_host_counter_follows_a_loaded_state():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))  # float params, float and integer buffers
+    ema = HostCountedEMAModel(net, decay=0.5, use_buffers=True)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)
+        net.train()(torch.randn(5, 3))
+        ema.update_parameters(net)
+    assert int(ema.n_averaged) == 3
+    # avg after updates with w, w+1... : first copy (w+1), then lerp halfway to w+2 and w+3 -> w + 2.25
+    w0 = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in w0.parameters():
+            p.sub_(3.0)
+    torch.testing.assert_close(ema.module[0].weight, w0[0].weight + 2.25)
+    assert ema.module[1].num_batches_tracked == net[1].num_batches_tracked  # integers copied, not averaged
+    fresh = HostCountedEMAModel(net, decay=0.5, use_buffers=True)  # counter 0: its next update would copy
+    fresh.load_state_dict(ema.state_dict())
+    fresh.update_parameters(net)
+    ema.update_parameters(net)
+    assert int(fresh.n_averaged) == 4
+    for a, b in zip(fresh.parameters(), ema.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_ema_rejects_a_bad_decay():
+    with pytest.raises(ValueError, match="decay"):
+        EMA(decay=1.0)
