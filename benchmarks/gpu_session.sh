@@ -3,9 +3,16 @@
 #   1. energy-model throughput (log_prob at 64x64x3 fp32; dual score matching vs denoiser training step, bf16),
 #      then log_prob again with cuDNN autotuning and channels_last
 #   2. the foundation issue's training-throughput table (benchmarks/device_checks.sh)
-#   3. dsm-energy-fashion-mnist (configs/dsm_energy_fashion_mnist_gpu.yaml) for the time that is left, starting
-#      from the weights of DSM_INIT (default: the shipped dsm-energy-fashion-mnist; empty: from scratch)
-# Results under $OUT: JSON + logs, and the trained energy model as a slim checkpoint (EMA weights + C, no
+#   3. batched sampling at 64x64 (benchmarks/sampling_throughput.py, bundled bf-unet-small-color)
+#   4. training for the time that is left, TRAIN=
+#      bf-dncnn-gray (default): configs/bf_dncnn_bsd400_gray.yaml with a schedule compressed to 13 epochs
+#        (5.2 M patches; halvings at epochs 6, 8, 10, 12), BSD400 / Set12 from DATA (folder with bsd400/, set12/);
+#        with BFDNCNN_INIT=PATH it starts from those weights
+#      dsm: dsm-energy-fashion-mnist (configs/dsm_energy_fashion_mnist_gpu.yaml), starting from the weights of
+#        DSM_INIT (default: the shipped dsm-energy-fashion-mnist; empty: from scratch), Fashion-MNIST from FMNIST
+# Data travels in .gpu/ (ignored by git; carry it): cp -r ../shared/data/bsd400 ../shared/data/set12 .gpu/ and/or
+# cp /usr/share/datasets/fashion-mnist/*images* .gpu/fmnist/ (the working tree that travels must stay < 64 MiB).
+# Results under $OUT: JSON + logs, and the trained model as a slim checkpoint (EMA weights [+ C], no
 # optimizer state), ready for `priorlab export`. Run from the repository root, without installing priorlab:
 #   OUT=/tmp/out FMNIST=/usr/share/datasets/fashion-mnist bash benchmarks/gpu_session.sh      # GPU machine
 # Wheels for packages missing on the machine may be put in .whl/ (installed into /tmp/site first).
@@ -16,6 +23,9 @@ START=$(date +%s)
 OUT=${OUT:?set OUT to an output folder}
 DEADLINE=${DEADLINE:-555}      # seconds from the start by which everything must be written
 FMNIST=${FMNIST:-.gpu/fmnist}  # folder with the Fashion-MNIST IDX files
+DATA=${DATA:-.gpu}             # folder with bsd400/ and set12/
+TRAIN=${TRAIN:-bf-dncnn-gray}
+BFDNCNN_INIT=${BFDNCNN_INIT:-}
 PY=${PY:-python3}
 SMOKE=${SMOKE:-0}
 DSM_INIT=${DSM_INIT-dsm-energy-fashion-mnist}
@@ -34,12 +44,18 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 
 if [ "$SMOKE" = 1 ]; then
   ET=(--arch test_energy_unet --in-chans 1 --size 16 --batch 4 --steps 2 --warmup 1 --device cpu)
+  ST=(--prior bf-dncnn-small-gray --size 16 --batches 1 2 --max-steps 5 --device cpu)
+  BF=(--model.arch=test_bf_dncnn --model.compile=false --trainer.accelerator=cpu --trainer.precision=32-true
+      --trainer.max_epochs=1 --data.patches_per_epoch=64 --data.batch_size=16 --data.num_workers=0
+      --trainer.limit_val_batches=2)
   export DEVICE=cpu STEPS=2 WARMUP=1 BATCH=4 ARCH_DNCNN=test_bf_dncnn ARCH_UNET=test_bf_unet
   DSM_INIT=
   FIT=(--model.arch=test_energy_unet --trainer.accelerator=cpu --trainer.max_steps=4 --trainer.val_check_interval=2
        --data.batch_size=8 --data.val_size=16 --data.train_limit=64 --data.eval_batch_size=8 --data.num_workers=0)
 else
   ET=()
+  ST=()
+  BF=()
   export STEPS=${STEPS:-100} WARMUP=${WARMUP:-20}
   FIT=()
 fi
@@ -64,19 +80,32 @@ runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[1:-1]}
 json.dump(runs, open(sys.argv[-1], "w"), indent=2)
 PYEOF
 
+echo "== [$(elapsed) s] 3. sampling throughput"
+timeout 120 $PY benchmarks/sampling_throughput.py "${ST[@]}" --json "$OUT/sampling_throughput.json"
+
 left=$(( DEADLINE - $(elapsed) - 60 ))
 [ "$left" -lt 60 ] && left=60
-echo "== [$(elapsed) s] 3. dsm-energy-fashion-mnist, max_time ${left} s"
 RUNS=$(mktemp -d)
+MAX_TIME=$(printf '00:00:%02d:%02d' $(( left / 60 )) $(( left % 60 )))
+if [ "$TRAIN" = dsm ]; then
+echo "== [$(elapsed) s] 4. dsm-energy-fashion-mnist, max_time ${left} s"
 [ -n "$DSM_INIT" ] && FIT+=(--model.init_from="$DSM_INIT")
 timeout $(( left + 45 )) $PY -m priorlab fit --config configs/dsm_energy_fashion_mnist_gpu.yaml \
   --data.root="$FMNIST" --trainer.logger.init_args.save_dir="$RUNS" \
-  --trainer.max_time="$(printf '00:00:%02d:%02d' $(( left / 60 )) $(( left % 60 )))" "${FIT[@]}" 2>&1 \
+  --trainer.max_time="$MAX_TIME" "${FIT[@]}" 2>&1 \
   | grep -v "^INFO\|Tip"
+else
+echo "== [$(elapsed) s] 4. bf-dncnn-gray (compressed schedule), max_time ${left} s"
+[ -n "$BFDNCNN_INIT" ] && BF+=(--model.init_from="$BFDNCNN_INIT")
+timeout $(( left + 45 )) $PY -m priorlab fit --config configs/bf_dncnn_bsd400_gray.yaml \
+  --data.train_dirs="[$DATA/bsd400]" --data.val_dirs="[$DATA/set12]" --data.test_dirs="[$DATA/set12]" \
+  --model.milestones="[6, 8, 10, 12]" --trainer.max_epochs=13 --trainer.enable_progress_bar=false \
+  --trainer.logger.init_args.save_dir="$RUNS" --trainer.max_time="$MAX_TIME" "${BF[@]}" 2>&1 | grep -v "^INFO\|Tip"
+fi
 ckpt=$(ls -t "$RUNS"/*/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
 if [ -n "$ckpt" ]; then
-  cp "$(dirname "$(dirname "$ckpt")")/metrics.csv" "$OUT/dsm_metrics.csv"
-  $PY - "$ckpt" "$OUT/dsm_last.ckpt" <<'PYEOF'
+  cp "$(dirname "$(dirname "$ckpt")")/metrics.csv" "$OUT/train_metrics.csv"
+  $PY - "$ckpt" "$OUT/train_last.ckpt" <<'PYEOF'
 import sys, torch
 ck = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
 for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops"):

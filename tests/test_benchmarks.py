@@ -181,6 +181,19 @@ def test_energy_throughput_measures_log_prob_and_both_training_steps_on_cpu(tmp_
     res = json.loads(out.read_text())
     assert res["channels_last"] and "energy_step_img_per_s" not in res and res["log_prob_img_per_s"] > 0
 
+
+def test_sampling_throughput_reports_each_batch(tmp_path):
+    bench = _load_script("sampling_throughput")
+    out = tmp_path / "sampling.json"
+    bench.main(["--prior", "bf-dncnn-small-gray", "--size", "16", "--batches", "1", "3", "--max-steps", "4",
+                "--device", "cpu", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert [r["batch"] for r in res["rows"]] == [1, 3] and res["channels"] == 1
+    for r in res["rows"]:
+        assert r["steps_max"] == 4 and r["converged"] == 0.0  # capped at 4 steps: none reaches sigma_final
+        assert r["samples_per_s"] == pytest.approx(r["batch"] / r["seconds"])
+        assert r["sample_steps_per_s"] == pytest.approx(r["batch"] * 4 / r["seconds"])
+
 # ---- Gaussian-field energy benchmark -----------------------------------------------------------------
 def test_gaussian_benchmark_splits_the_nll_error_into_score_kl_and_normalization():
     """A wrong but normalized Gaussian model: its NLL error is KL(p‖q), which the score-error integral recovers.
