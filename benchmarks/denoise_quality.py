@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1,
                    help="images per forward pass (same-size images only)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--data-root", type=Path, default=DATA,
+                   help="folder holding the standard sets (bsd68/, set12/, ...; default: ../shared/data)")
     p.add_argument("--tag", default=None,
                    help="report name: docs/denoise_quality_<tag>.md (default: first checkpoint label)")
     p.add_argument("--out", type=Path, default=None,
@@ -140,7 +142,7 @@ def load_models(paths: list[str], names: list[str] | None, device: str) -> list[
     return models
 
 
-def load_dataset(name: str, channels: int, max_images: int | None) -> Dataset | None:
+def load_dataset(name: str, channels: int, max_images: int | None, root: Path = DATA) -> Dataset | None:
     """The images of a dataset for a channel count, or None when that pairing makes no sense."""
     if name == PHOTOS_TEST:
         from priorlab.datamodules.photos import list_photos, load_photo
@@ -151,7 +153,7 @@ def load_dataset(name: str, channels: int, max_images: int | None) -> Dataset | 
         return Dataset(label, name, channels, "built-in photos (priorlab.datamodules.photos)", names, images)
     from priorlab.datamodules.images import list_image_files, read_image
 
-    folder = DATA / name
+    folder = Path(root) / name
     if not folder.is_dir():
         raise SystemExit(f"dataset folder not found: {folder} (see ../shared/data/README.md)")
     native = NATIVE.get(name)
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets: list[Dataset] = []
     for name in args.datasets:
         for channels in sorted({m.channels for m in models}):
-            d = load_dataset(name, channels, args.max_images)
+            d = load_dataset(name, channels, args.max_images, args.data_root)
             if d is None:
                 print(f"note: {name} is gray only; skipped for the {channels}-channel model(s)",
                       file=sys.stderr)

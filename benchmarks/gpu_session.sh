@@ -7,10 +7,10 @@
 #   4. training for the time that is left, TRAIN=
 #      bf-dncnn-gray (default): configs/bf_dncnn_bsd400_gray.yaml with a schedule compressed to 13 epochs
 #        (5.2 M patches; halvings at epochs 6, 8, 10, 12), BSD400 / Set12 from DATA (folder with bsd400/, set12/);
-#        with BFDNCNN_INIT=PATH it starts from those weights
+#        with BFDNCNN_INIT=PATH it starts from those weights; then its BSD68 PSNR at 7 noise levels (no BM3D)
 #      dsm: dsm-energy-fashion-mnist (configs/dsm_energy_fashion_mnist_gpu.yaml), starting from the weights of
 #        DSM_INIT (default: the shipped dsm-energy-fashion-mnist; empty: from scratch), Fashion-MNIST from FMNIST
-# Data travels in .gpu/ (ignored by git; carry it): cp -r ../shared/data/bsd400 ../shared/data/set12 .gpu/ and/or
+# Data travels in .gpu/ (ignored by git; carry it): cp -r ../shared/data/{bsd400,set12,bsd68} .gpu/ and/or
 # cp /usr/share/datasets/fashion-mnist/*images* .gpu/fmnist/ (the working tree that travels must stay < 64 MiB).
 # Results under $OUT: JSON + logs, and the trained model as a slim checkpoint (EMA weights [+ C], no
 # optimizer state), ready for `priorlab export`. Run from the repository root, without installing priorlab:
@@ -48,6 +48,7 @@ if [ "$SMOKE" = 1 ]; then
   BF=(--model.arch=test_bf_dncnn --model.compile=false --trainer.accelerator=cpu --trainer.precision=32-true
       --trainer.max_epochs=1 --data.patches_per_epoch=64 --data.batch_size=16 --data.num_workers=0
       --trainer.limit_val_batches=2)
+  DQ=(--max-images 2 --device cpu)
   export DEVICE=cpu STEPS=2 WARMUP=1 BATCH=4 ARCH_DNCNN=test_bf_dncnn ARCH_UNET=test_bf_unet
   DSM_INIT=
   FIT=(--model.arch=test_energy_unet --trainer.accelerator=cpu --trainer.max_steps=4 --trainer.val_check_interval=2
@@ -56,6 +57,7 @@ else
   ET=()
   ST=()
   BF=()
+  DQ=()
   export STEPS=${STEPS:-100} WARMUP=${WARMUP:-20}
   FIT=()
 fi
@@ -101,6 +103,13 @@ timeout $(( left + 45 )) $PY -m priorlab fit --config configs/bf_dncnn_bsd400_gr
   --data.train_dirs="[$DATA/bsd400]" --data.val_dirs="[$DATA/set12]" --data.test_dirs="[$DATA/set12]" \
   --model.milestones="[6, 8, 10, 12]" --trainer.max_epochs=13 --trainer.enable_progress_bar=false \
   --trainer.logger.init_args.save_dir="$RUNS" --trainer.max_time="$MAX_TIME" "${BF[@]}" 2>&1 | grep -v "^INFO\|Tip"
+  bf_ckpt=$(ls -t "$RUNS"/*/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+  if [ -n "$bf_ckpt" ] && [ -d "$DATA/bsd68" ]; then  # PSNR on BSD68 on the GPU (BM3D comes from the CPU cache later)
+    echo "== [$(elapsed) s] 5. BSD68 PSNR of the trained weights"
+    timeout 90 $PY benchmarks/denoise_quality.py --ckpt "$bf_ckpt" --name bf-dncnn-gray --datasets bsd68 \
+      --sigmas 5 10 15 25 50 75 100 --no-bm3d --data-root "$DATA" "${DQ[@]}" --out "$WORK/dq.md" \
+      --json "$OUT/bsd68_psnr.json"
+  fi
 fi
 ckpt=$(ls -t "$RUNS"/*/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
 if [ -n "$ckpt" ]; then

@@ -194,6 +194,22 @@ def test_sampling_throughput_reports_each_batch(tmp_path):
         assert r["samples_per_s"] == pytest.approx(r["batch"] / r["seconds"])
         assert r["sample_steps_per_s"] == pytest.approx(r["batch"] * 4 / r["seconds"])
 
+
+def test_denoise_quality_reads_a_set_from_another_data_root(tmp_path):
+    from PIL import Image
+
+    bench = _load_script("denoise_quality")
+    (tmp_path / "set12").mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(2):
+        ramp = torch.linspace(40, 200, 24)
+        img = (ramp[:, None] + 10 * torch.rand(24, 24, generator=g)).clamp(0, 255).byte().numpy()
+        Image.fromarray(img).save(tmp_path / "set12" / f"{i:02d}.png")
+    d = bench.load_dataset("set12", 1, None, tmp_path)
+    assert d is not None and len(d.images) == 2 and tuple(d.images[0].shape[-2:]) == (24, 24)
+    with pytest.raises(SystemExit, match="not found"):
+        bench.load_dataset("bsd68", 1, None, tmp_path)
+
 # ---- Gaussian-field energy benchmark -----------------------------------------------------------------
 def test_gaussian_benchmark_splits_the_nll_error_into_score_kl_and_normalization():
     """A wrong but normalized Gaussian model: its NLL error is KL(p‖q), which the score-error integral recovers.
