@@ -218,3 +218,17 @@ def test_receptive_field_of_the_small_variants(name, width):
     m(x)[0, 0, 80, 80].backward()
     rows, cols = (x.grad[0, 0].abs() > 0).nonzero().T
     assert int(rows.max() - rows.min()) + 1 == width and int(cols.max() - cols.min()) + 1 == width
+
+
+@pytest.mark.parametrize("order", ["priorlab-first", "timm-first"])
+def test_timm_names_work_whichever_is_imported_first_and_priorlab_does_not_import_timm(order):
+    import subprocess
+    import sys
+
+    first = ("from priorlab import zoo\nassert 'timm' not in sys.modules, 'priorlab.zoo imported timm'\nimport timm\n"
+             if order == "priorlab-first" else "import timm\nfrom priorlab import zoo\n")
+    code = ("import sys\n" + first + "assert timm.is_model('bf_dncnn') and timm.is_model('energy_unet_small')\n"
+            "net = timm.create_model('test_bf_dncnn', in_chans=3)\n"
+            "assert type(net).__name__ == 'DnCNN' and net.arch_config['init_args']['in_chans'] == 3\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

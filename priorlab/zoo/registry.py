@@ -4,13 +4,21 @@ Entry points are tiny functions decorated with :func:`register_model`; the funct
 architecture name. Each is registered in priorlab's registry and, as a thin entry point, in timm's,
 so ``timm.create_model("bf_dncnn", in_chans=3)`` builds the same network once ``priorlab.zoo`` is
 imported. Duplicate names raise.
+
+timm is not imported for this (importing it costs ~2.4 s, mostly torchvision and torch._dynamo, which every
+``priorlab`` command would pay): if timm is already imported, the entry points are registered at once; if not, a
+one-shot import hook registers them right after timm's own import finishes, whoever imports it and whenever.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib.abc
+import importlib.util
 import inspect
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,13 +64,58 @@ class ArchSpec:
 _REGISTRY: dict[str, ArchSpec] = {}
 
 
-def _register_in_timm(fn: Callable[..., nn.Module]) -> None:
+_PENDING_TIMM: list[Callable[..., nn.Module]] = []  # entry points waiting for timm to be imported
+_TIMM_LOCK = threading.Lock()
+
+
+def _flush_timm() -> None:
+    """Register the pending entry points in timm's registry (timm is imported by now)."""
     import timm
     from timm.models import register_model as timm_register
 
-    if timm.is_model(fn.__name__):
-        raise ValueError(f"timm already has a model named {fn.__name__!r}; pick another priorlab name")
-    timm_register(fn)
+    with _TIMM_LOCK:
+        pending, _PENDING_TIMM[:] = list(_PENDING_TIMM), []
+    for fn in pending:
+        if timm.is_model(fn.__name__):
+            raise ValueError(f"timm already has a model named {fn.__name__!r}; pick another priorlab name")
+        timm_register(fn)
+
+
+class _AfterTimmImport(importlib.abc.MetaPathFinder):
+    """Import hook: when ``timm`` is imported, run :func:`_flush_timm` right after its module has executed."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "timm":
+            return None
+        sys.meta_path.remove(self)  # let the other finders find timm (and not come back here meanwhile)
+        try:
+            spec = importlib.util.find_spec("timm")
+        finally:
+            sys.meta_path.insert(0, self)  # a find_spec without import (an availability check) keeps the hook
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, exec_module = spec.loader, spec.loader.exec_module
+
+        def exec_then_register(module: Any) -> None:
+            exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _flush_timm()
+
+        loader.exec_module = exec_then_register
+        return spec
+
+
+_TIMM_HOOK = _AfterTimmImport()
+
+
+def _register_in_timm(fn: Callable[..., nn.Module]) -> None:
+    with _TIMM_LOCK:
+        _PENDING_TIMM.append(fn)
+    if "timm" in sys.modules and hasattr(sys.modules["timm"], "create_model"):
+        _flush_timm()
+    elif _TIMM_HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _TIMM_HOOK)
 
 
 def register_model(cls: type[nn.Module], *, family: str, description: str = "", **defaults: Any,
