@@ -67,10 +67,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.channels_last:
         net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+
     results: dict = {"machine": describe_machine(device), "arch": args.arch, "shape": list(shape),
                      "parameters": sum(p.numel() for p in net.parameters()), "steps": args.steps,
                      "warmup": args.warmup, "train_precision": args.precision,
-                     "cudnn_benchmark": args.cudnn_benchmark, "channels_last": args.channels_last}
+                     "cudnn_benchmark": args.cudnn_benchmark, "channels_last": args.channels_last,
+                     "compile": args.compile}
 
     # ---- one-pass log p vs a plain forward of the same UNet (float32, TF32 off) ------------------------
     net.eval()
@@ -81,6 +83,10 @@ def run(args: argparse.Namespace) -> dict:
         with torch.no_grad(), full_precision():
             return net.unet(x, t0)
 
+    if args.compile:  # the forward only: double backward (training) cannot be compiled
+        eager = net.log_prob(x)
+        net.unet.compile()
+        results["compiled_max_abs_diff_nats"] = float((net.log_prob(x) - eager).abs().max())  # compiles here
     sec_lp = _timed(lambda: net.log_prob(x), steps=args.steps, warmup=args.warmup, device=device)
     sec_fw = _timed(forward, steps=args.steps, warmup=args.warmup, device=device)
     results["log_prob_img_per_s"] = args.batch / sec_lp
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"log_prob (fp32, TF32 off): {args.batch / sec_lp:10,.1f} img/s   plain forward of the UNet: "
           f"{args.batch / sec_fw:10,.1f} img/s   ratio {sec_fw / sec_lp:.3f}", flush=True)
 
-    if args.skip_training:
+    if args.skip_training or args.compile:
         return results
     # ---- training steps: dual score matching vs plain denoiser, same UNet, same precision ----------------
     net.train()
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
                    help="network and images in channels_last memory format")
     p.add_argument("--skip-training", action="store_true", help="measure log_prob and the forward pass only")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet's forward (log_prob and the forward pass only; implies --skip-training)")
     p.add_argument("--json", type=Path, default=None, help="write the figures here (JSON)")
     args = p.parse_args(argv)
     results = run(args)

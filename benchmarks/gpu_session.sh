@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything one short GPU session measures and trains, in one command, within DEADLINE seconds:
 #   1. energy-model throughput (log_prob at 64x64x3 fp32; dual score matching vs denoiser training step, bf16),
-#      then log_prob again with cuDNN autotuning and channels_last
+#      then log_prob again with cuDNN autotuning, channels_last, and a compiled forward
 #   2. the foundation issue's training-throughput table (benchmarks/device_checks.sh)
 #   3. batched sampling at 64x64 (benchmarks/sampling_throughput.py, bundled bf-unet-small-color)
 #   4. training for the time that is left, TRAIN=
@@ -68,6 +68,8 @@ timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudn
   --json "$WORK/energy_cudnn_benchmark.json"
 timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark --channels-last \
   --json "$WORK/energy_cudnn_benchmark_channels_last.json"
+timeout 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --compile --cudnn-benchmark \
+  --json "$WORK/energy_compiled_cudnn_benchmark.json"
 $PY - "$WORK"/energy_*.json "$OUT/energy_throughput.json" <<'PYEOF'
 import json, sys
 runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[1:-1]}
