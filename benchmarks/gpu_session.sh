@@ -10,6 +10,7 @@
 #        with BFDNCNN_INIT=PATH it starts from those weights; then its BSD68 PSNR at 7 noise levels (no BM3D)
 #      dsm: dsm-energy-fashion-mnist (configs/dsm_energy_fashion_mnist_gpu.yaml), starting from the weights of
 #        DSM_INIT (default: the shipped dsm-energy-fashion-mnist; empty: from scratch), Fashion-MNIST from FMNIST
+# SKIP_ENERGY=1, SKIP_THROUGHPUT=1, SKIP_SAMPLING=1 skip steps 1-3 (a session that only trains); TRAIN=none skips 4.
 # Data travels in .gpu/ (ignored by git; carry it): cp -r ../shared/data/{bsd400,set12,bsd68} .gpu/ and/or
 # cp /usr/share/datasets/fashion-mnist/*images* .gpu/fmnist/ (the working tree that travels must stay < 64 MiB).
 # Results under $OUT: JSON + logs, and the trained model as a slim checkpoint (EMA weights [+ C], no
@@ -62,6 +63,7 @@ else
   FIT=()
 fi
 
+if [ -z "${SKIP_ENERGY:-}" ]; then
 echo "== [$(elapsed) s] 1. energy throughput"
 timeout 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --json "$WORK/energy_default.json"
 timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark \
@@ -76,6 +78,9 @@ runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[1:-1]}
 json.dump(runs, open(sys.argv[-1], "w"), indent=2)
 PYEOF
 
+fi
+
+if [ -z "${SKIP_THROUGHPUT:-}" ]; then
 echo "== [$(elapsed) s] 2. training throughput (device_checks.sh)"
 RUN_TIMEOUT=${RUN_TIMEOUT:-110} OUT="$WORK/throughput" PY=$PY bash benchmarks/device_checks.sh
 $PY - "$WORK"/throughput/*.json "$OUT/throughput.json" <<'PYEOF'
@@ -84,14 +89,20 @@ runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[1:-1]}
 json.dump(runs, open(sys.argv[-1], "w"), indent=2)
 PYEOF
 
+fi
+
+if [ -z "${SKIP_SAMPLING:-}" ]; then
 echo "== [$(elapsed) s] 3. sampling throughput"
 timeout 120 $PY benchmarks/sampling_throughput.py "${ST[@]}" --json "$OUT/sampling_throughput.json"
+fi
 
 left=$(( DEADLINE - $(elapsed) - 60 ))
 [ "$left" -lt 60 ] && left=60
 RUNS=$(mktemp -d)
 MAX_TIME=$(printf '00:00:%02d:%02d' $(( left / 60 )) $(( left % 60 )))
-if [ "$TRAIN" = dsm ]; then
+if [ "$TRAIN" = none ]; then
+  echo "== [$(elapsed) s] 4. no training (TRAIN=none)"
+elif [ "$TRAIN" = dsm ]; then
 echo "== [$(elapsed) s] 4. dsm-energy-fashion-mnist, max_time ${left} s"
 [ -n "$DSM_INIT" ] && FIT+=(--model.init_from="$DSM_INIT")
 timeout $(( left + 45 )) $PY -m priorlab fit --config configs/dsm_energy_fashion_mnist_gpu.yaml \
