@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="network and images in channels_last memory format")
     p.add_argument("--skip-training", action="store_true", help="measure log_prob and the forward pass only")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the UNet's forward (log_prob and the forward pass only; implies --skip-training)")
+                   help="torch.compile the UNet's forward (log_prob and forward only; implies --skip-training)")
     p.add_argument("--json", type=Path, default=None, help="write the figures here (JSON)")
     args = p.parse_args(argv)
     results = run(args)

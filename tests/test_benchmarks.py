@@ -237,3 +237,34 @@ def test_gaussian_benchmark_splits_the_nll_error_into_score_kl_and_normalization
     exact = bench.energy_error_by_noise_level(truth, field, x[:8], g)
     assert exact["kl_from_scores_bits_per_dim"] < 1e-12
     assert max(abs(r["model_minus_exact"]) for r in exact["levels"]) < 1e-9
+
+
+@pytest.mark.slow
+def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
+    """The script a lent GPU runs must not waste its minutes: its CPU smoke mode exercises every step."""
+    import os
+    import shutil
+    import subprocess
+
+    from priorlab.datamodules.fashion_mnist import DEBIAN_ROOT
+
+    if not DEBIAN_ROOT.is_dir() or shutil.which("bash") is None:
+        pytest.skip("needs bash and Debian's dataset-fashion-mnist (installed by .ci/run)")
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": "dsm", "FMNIST": str(DEBIAN_ROOT),
+           "PY": sys.executable, "DEADLINE": "120", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    files = {p.name for p in out.iterdir()}
+    assert {"session.log", "energy_throughput.json", "throughput.json", "sampling_throughput.json",
+            "train_metrics.csv", "train_last.ckpt"} <= files
+    assert len(files) <= 8  # what comes back from the GPU machine
+    energy = json.loads((out / "energy_throughput.json").read_text())
+    assert len(energy) == 4 and all(r["log_prob_img_per_s"] > 0 for r in energy.values())
+    assert len(json.loads((out / "throughput.json").read_text())) == 4
+    from priorlab.zoo import load
+
+    net = load(str(out / "train_last.ckpt"))  # the slim checkpoint loads as a prior
+    assert net.is_calibrated
