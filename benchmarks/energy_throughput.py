@@ -4,7 +4,8 @@ Measures, on one device, for an energy network (default: the paper's ``energy_un
 
 * ``log_prob`` images/s — the real ``EnergyNet.log_prob`` (float32, TF32 and autocast off), beside a plain
   ``torch.no_grad`` forward pass of the same UNet f_θ(y, t) under the same precision (what one-pass log p
-  cannot beat: log p = −(½⟨x, f_θ(x, 0)⟩ + C) is that forward pass plus an inner product);
+  cannot beat: log p = −(½⟨x, f_θ(x, 0)⟩ + C) is that forward pass plus an inner product), and, for
+  reference, that forward with TF32 convolutions and under bf16 autocast (precisions log_prob does not use);
 * the training step of ``DualScoreModule`` (its own loss terms: U, ∇_yU and ∂_tU with ``create_graph=True``,
   ℓ_DSM + ℓ_TSM, backward through the double backward, Adam) beside the plain denoiser step of the same UNet
   (f_θ(y, t) regressed on the clean image, MSE, backward, Adam), both under the chosen autocast precision;
@@ -93,6 +94,27 @@ def run(args: argparse.Namespace) -> dict:
     results["plain_forward_fp32_img_per_s"] = args.batch / sec_fw
     print(f"log_prob (fp32, TF32 off): {args.batch / sec_lp:10,.1f} img/s   plain forward of the UNet: "
           f"{args.batch / sec_fw:10,.1f} img/s   ratio {sec_fw / sec_lp:.3f}", flush=True)
+
+    # For reference only (log_prob never runs so): the same forward with TF32 convolutions, and under bf16.
+    def forward_tf32() -> torch.Tensor:
+        before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            with torch.no_grad():
+                return net.unet(x, t0)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+    def forward_bf16() -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            return net.unet(x, t0)
+
+    sec_tf32 = _timed(forward_tf32, steps=args.steps, warmup=args.warmup, device=device)
+    sec_bf16 = _timed(forward_bf16, steps=args.steps, warmup=args.warmup, device=device)
+    results["plain_forward_tf32_img_per_s"] = args.batch / sec_tf32
+    results["plain_forward_bf16_img_per_s"] = args.batch / sec_bf16
+    print(f"plain forward for reference: TF32 {args.batch / sec_tf32:10,.1f} img/s, bf16 autocast "
+          f"{args.batch / sec_bf16:10,.1f} img/s", flush=True)
 
     if args.skip_training or args.compile:
         return results

@@ -172,7 +172,8 @@ def test_energy_throughput_measures_log_prob_and_both_training_steps_on_cpu(tmp_
                 "--warmup", "1", "--device", "cpu", "--precision", "32-true", "--json", str(out)])
     res = json.loads(out.read_text())
     assert res["shape"] == [2, 1, 16, 16] and res["parameters"] > 0
-    for key in ("log_prob_img_per_s", "plain_forward_fp32_img_per_s", "energy_step_img_per_s",
+    for key in ("log_prob_img_per_s", "plain_forward_fp32_img_per_s", "plain_forward_tf32_img_per_s",
+                "plain_forward_bf16_img_per_s", "energy_step_img_per_s",
                 "denoiser_step_img_per_s"):
         assert res[key] > 0, key
     assert res["energy_over_denoiser"] == pytest.approx(res["energy_step_img_per_s"] / res["denoiser_step_img_per_s"])
