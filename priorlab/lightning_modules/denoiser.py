@@ -43,6 +43,7 @@ def log_train_step(module: pl.LightningModule, values: dict[str, torch.Tensor], 
     if module.global_step % max(1, trainer.log_every_n_steps) == 0:
         trainer.progress_bar_metrics.update({k.rsplit("/", 1)[-1]: v.item() for k, v in values.items()})
 
+
 def validation_noise(x: torch.Tensor, sigma: float, *, index: int, sigma_index: int) -> torch.Tensor:
     """Noise σ·z for validation image ``index``, fixed across epochs and devices (seeded on the CPU)."""
     g = torch.Generator().manual_seed(1_000_003 * index + sigma_index)
