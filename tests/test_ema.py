@@ -73,3 +73,43 @@ def test_host_counter_follows_a_loaded_state():
 def test_ema_rejects_a_bad_decay():
     with pytest.raises(ValueError, match="decay"):
         EMA(decay=1.0)
+
+
+def test_ema_resumes_from_a_lightning_checkpoint(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class FourBatches(_Batches):
+        def __len__(self) -> int:
+            return 4
+
+    class LiveWeights(pl.Callback):  # the network's weights after every step (after the EMA update)
+        def __init__(self) -> None:
+            self.seen: list[dict[str, torch.Tensor]] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.seen.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+    def fit(steps: int, ema: EMA, live: LiveWeights, ckpt_path: str | None = None) -> pl.Trainer:
+        trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, default_root_dir=tmp_path,
+                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                             num_sanity_val_steps=0,
+                             callbacks=[ema, live, ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+        trainer.fit(DenoiserModule(arch="test_bf_dncnn", in_chans=1, val_sigmas_255=()),
+                    train_dataloaders=FourBatches(), ckpt_path=ckpt_path)
+        return trainer
+
+    pl.seed_everything(0)
+    first = EMA(decay=0.5)
+    fit(4, first, LiveWeights())
+    expected = {k: v.clone() for k, v in first._average_model.module.state_dict().items()}
+    resumed, live = EMA(decay=0.5), LiveWeights()
+    trainer = fit(8, resumed, live, ckpt_path=str(tmp_path / "last.ckpt"))
+    avg = resumed._average_model
+    assert trainer.global_step == 8 and int(avg.n_averaged) == 8 and avg._count == 8  # counted on, not restarted
+    assert len(live.seen) == 4
+    for weights in live.seen:  # the saved average, carried on by four lerps (a restart would copy at step 5)
+        expected = {k: (0.5 * v + 0.5 * weights[k]) if v.is_floating_point() else weights[k]
+                    for k, v in expected.items()}
+    got = avg.module.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
