@@ -34,6 +34,13 @@ WORK=$(mktemp -d)              # intermediate files; only a few files come back 
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
 elapsed() { echo $(( $(date +%s) - START )); }
+merge_json() {  # merge_json OUT.json IN.json...: one JSON object {input file name: its content}
+  $PY - "$@" <<'PYEOF'
+import json, sys
+runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[2:]}
+json.dump(runs, open(sys.argv[1], "w"), indent=2)
+PYEOF
+}
 if [ "$SMOKE" != 1 ] && compgen -G ".whl/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site || exit 2
@@ -72,22 +79,14 @@ timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudn
   --json "$WORK/energy_cudnn_benchmark_channels_last.json"
 timeout 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --compile --cudnn-benchmark \
   --json "$WORK/energy_compiled_cudnn_benchmark.json"
-$PY - "$WORK"/energy_*.json "$OUT/energy_throughput.json" <<'PYEOF'
-import json, sys
-runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[1:-1]}
-json.dump(runs, open(sys.argv[-1], "w"), indent=2)
-PYEOF
+merge_json "$OUT/energy_throughput.json" "$WORK"/energy_*.json
 
 fi
 
 if [ -z "${SKIP_THROUGHPUT:-}" ]; then
 echo "== [$(elapsed) s] 2. training throughput (device_checks.sh)"
 RUN_TIMEOUT=${RUN_TIMEOUT:-110} OUT="$WORK/throughput" PY=$PY bash benchmarks/device_checks.sh
-$PY - "$WORK"/throughput/*.json "$OUT/throughput.json" <<'PYEOF'
-import json, sys
-runs = {p.rsplit("/", 1)[-1]: json.load(open(p)) for p in sys.argv[1:-1]}
-json.dump(runs, open(sys.argv[-1], "w"), indent=2)
-PYEOF
+merge_json "$OUT/throughput.json" "$WORK"/throughput/*.json
 
 fi
 

@@ -5,9 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 
 from priorlab.datamodules import PhotosDataModule
 from priorlab.lightning_modules import DenoiserModule
+
+
+class RandomBatches:
+    """``length`` batches of uniform random images, the same for every pass (a Trainer's train_dataloaders)."""
+
+    def __init__(self, length: int, shape: tuple[int, ...] = (4, 1, 16, 16), seed: int = 0) -> None:
+        self.length, self.shape, self.seed = length, shape, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.length):
+            yield torch.rand(self.shape, generator=g)
 
 
 def tiny_data(channels: int = 1, **kw) -> PhotosDataModule:

@@ -12,16 +12,7 @@ from torch import nn
 
 from priorlab.lightning_modules import EMA, DenoiserModule
 from priorlab.lightning_modules.ema import HostCountedEMAModel
-
-
-class _Batches:
-    def __len__(self) -> int:
-        return 7
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(1)
-        for _ in range(7):
-            yield torch.rand(4, 1, 16, 16, generator=g)
+from tests.helpers import RandomBatches
 
 
 def _fit(callback) -> dict[str, torch.Tensor]:
@@ -30,7 +21,7 @@ def _fit(callback) -> dict[str, torch.Tensor]:
     trainer = pl.Trainer(accelerator="cpu", max_steps=7, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          num_sanity_val_steps=0, callbacks=[callback])
-    trainer.fit(module, train_dataloaders=_Batches())
+    trainer.fit(module, train_dataloaders=RandomBatches(7, seed=1))
     return {k: v.clone() for k, v in module.state_dict().items()}  # the averaged weights after fit
 
 
@@ -78,10 +69,6 @@ def test_ema_rejects_a_bad_decay():
 def test_ema_resumes_from_a_lightning_checkpoint(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    class FourBatches(_Batches):
-        def __len__(self) -> int:
-            return 4
-
     class LiveWeights(pl.Callback):  # the network's weights after every step (after the EMA update)
         def __init__(self) -> None:
             self.seen: list[dict[str, torch.Tensor]] = []
@@ -95,7 +82,7 @@ def test_ema_resumes_from_a_lightning_checkpoint(tmp_path):
                              num_sanity_val_steps=0,
                              callbacks=[ema, live, ModelCheckpoint(dirpath=tmp_path, save_last=True)])
         trainer.fit(DenoiserModule(arch="test_bf_dncnn", in_chans=1, val_sigmas_255=()),
-                    train_dataloaders=FourBatches(), ckpt_path=ckpt_path)
+                    train_dataloaders=RandomBatches(4, seed=1), ckpt_path=ckpt_path)
         return trainer
 
     pl.seed_everything(0)

@@ -10,19 +10,10 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from priorlab.lightning_modules import EMA, DenoiserModule, DualScoreModule
+from tests.helpers import RandomBatches
 
 STEPS = 12
 BEFORE_FIRST_STEP = 4  # bool() of the data's length in Lightning's fit loop, once per fit
-
-
-class _Batches:
-    def __len__(self) -> int:
-        return STEPS
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(0)
-        for _ in range(STEPS):
-            yield torch.rand(4, 1, 16, 16, generator=g)
 
 
 def _conversions(module: pl.LightningModule, *, progress_bar: bool, every: int,
@@ -49,7 +40,7 @@ def _conversions(module: pl.LightningModule, *, progress_bar: bool, every: int,
     monkeypatch.setattr(torch.Tensor, "item", counting(item))
     monkeypatch.setattr(torch.Tensor, "__float__", counting(to_float))
     monkeypatch.setattr(torch.Tensor, "__bool__", counting(to_bool))
-    trainer.fit(module, train_dataloaders=_Batches())
+    trainer.fit(module, train_dataloaders=RandomBatches(STEPS))
     monkeypatch.setattr(torch.Tensor, "item", item)
     monkeypatch.setattr(torch.Tensor, "__float__", to_float)
     monkeypatch.setattr(torch.Tensor, "__bool__", to_bool)

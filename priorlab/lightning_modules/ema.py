@@ -21,6 +21,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 
+def _checked_decay(decay: float) -> float:
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+    return float(decay)
+
+
 class HostCountedEMAModel(AveragedModel):
     """``AveragedModel`` for an exponential moving average, ``avg ← decay·avg + (1 − decay)·current``.
 
@@ -35,10 +41,9 @@ class HostCountedEMAModel(AveragedModel):
 
     def __init__(self, model: nn.Module, decay: float, device: torch.device | str | None = None,
                  use_buffers: bool = False) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        decay = _checked_decay(decay)
         super().__init__(model, device=device, use_buffers=use_buffers)
-        self.decay = float(decay)
+        self.decay = decay
         self._count: int | None = None  # host copy of n_averaged; read once (after construction or a load)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -94,9 +99,7 @@ class EMA(EMAWeightAveraging):
         super().__init__(device=device, use_buffers=use_buffers, decay=decay,
                          update_every_n_steps=update_every_n_steps, update_starting_at_step=update_starting_at_step,
                          update_starting_at_epoch=update_starting_at_epoch)
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        self.decay = float(decay)
+        self.decay = _checked_decay(decay)
         self.ema_device, self.ema_use_buffers = device, use_buffers
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
