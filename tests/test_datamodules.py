@@ -288,6 +288,20 @@ def test_photos_datamodule_adds_folders_to_the_builtin_photos(photo_folder):
         PhotosDataModule(train_dirs=["builtin:fotos"])
 
 
+def test_photos_datamodule_takes_single_image_files(photo_folder):
+    # one photo named beside a folder: read once, in list order; a non-image file is refused by name
+    dm = PhotosDataModule(channels=3, patch_size=16, patches_per_epoch=8, batch_size=4,
+                          train_dirs=[str(photo_folder / "sub"), str(photo_folder / "a.png")],
+                          val_dirs=[str(photo_folder / "b.png")])
+    dm.setup("fit")
+    assert len(dm.train_dataset.pyramids) == 2  # sub/c.PNG, a.png
+    assert [tuple(v.shape) for v in dm.val_dataloader()] == [(1, 3, 36, 30)]
+    with pytest.raises(NotADirectoryError, match="not a folder or an image file.*notes.txt"):
+        PhotosDataModule(train_dirs=[str(photo_folder / "notes.txt")])
+    with pytest.raises(ValueError, match="never be trained on"):  # a test photo inside a training folder
+        PhotosDataModule(train_dirs=[str(photo_folder)], test_dirs=[str(photo_folder / "sub" / "c.PNG")])
+
+
 def test_photos_datamodule_errors(tmp_path, photo_folder):
     with pytest.raises(FileNotFoundError, match="not found"):
         PhotosDataModule(train_dirs=[str(tmp_path / "missing")])

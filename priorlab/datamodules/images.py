@@ -79,17 +79,17 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
 
 
 def check_folders(dirs: str | Sequence[str]) -> list[Path]:
-    """Validate image folders without reading them (cheap, for constructors).
+    """Validate image folders (or single image files) without reading them (cheap, for constructors).
 
     Args:
-        dirs: one folder or a list of folders.
+        dirs: one folder or a list of folders; an image file (by its extension) stands for itself.
 
     Returns:
-        The folders as absolute paths.
+        The folders and files as absolute paths.
 
     Raises:
-        FileNotFoundError: a folder does not exist.
-        NotADirectoryError: a path is not a folder.
+        FileNotFoundError: a folder or file does not exist.
+        NotADirectoryError: a path is neither a folder nor an image file.
     """
     paths = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
     if not paths:
@@ -99,8 +99,8 @@ def check_folders(dirs: str | Sequence[str]) -> list[Path]:
         p = p.expanduser()
         if not p.exists():
             raise FileNotFoundError(f"image folder not found: {p}")
-        if not p.is_dir():
-            raise NotADirectoryError(f"not a folder: {p}")
+        if not (p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)):
+            raise NotADirectoryError(f"not a folder or an image file ({', '.join(IMAGE_EXTENSIONS)}): {p}")
         out.append(p.resolve())
     return out
 
@@ -109,13 +109,17 @@ def list_image_files(dirs: str | Sequence[str]) -> list[Path]:
     """All image files under the folders, recursively, in a stable sorted order.
 
     Hidden files and folders (names starting with ".", e.g. macOS ``._x.png`` resource forks or
-    ``.ipynb_checkpoints``) are skipped.
+    ``.ipynb_checkpoints``) are skipped. An image file given in place of a folder is taken as it is
+    (e.g. one resolution of a wallpaper package that ships the same photo at several).
 
     Raises:
         FileNotFoundError: a folder is missing or holds no image file.
     """
     files: list[Path] = []
     for folder in check_folders(dirs):
+        if folder.is_file():
+            files.append(folder)
+            continue
         found = sorted(
             p for p in folder.rglob("*")
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()

@@ -180,7 +180,8 @@ class PhotosDataModule(pl.LightningDataModule):
     for validation, BSD68 for test); they are searched recursively for .png/.jpg/.jpeg/.bmp/.tif/.tiff
     files and only read. An entry ``builtin:photos`` (or ``builtin:photos-test``) in a list stands
     for that built-in split, so folders can be added to the built-in photos, e.g.
-    ``train_dirs: [builtin:photos, /usr/share/backgrounds/mate/nature]``.
+    ``train_dirs: [builtin:photos, /usr/share/backgrounds/mate/nature]``. An image file in a list stands
+    for itself (one photo of a folder that holds the same photo at several resolutions).
 
     Training batches are clean patches (B, C, p, p) in [0, 1] (the LightningModule adds noise);
     validation/test/predict batches are single images (1, C, H, W). See ``patches.py`` for how the
@@ -193,7 +194,8 @@ class PhotosDataModule(pl.LightningDataModule):
         scales: rescaling factors of the source images (antialiased bicubic), chosen uniformly.
         batch_size: training batch size B.
         num_workers: DataLoader worker processes for training.
-        train_dirs: folders of training images (or ``builtin:<split>``); None uses the built-in ``"photos"``.
+        train_dirs: folders of training images (or ``builtin:<split>``, or single image files); None uses the
+            built-in ``"photos"``.
         val_dirs: folders of validation images; None uses the built-in ``"photos-test"``.
         test_dirs: folders of test (and predict) images; None uses the built-in ``"photos-test"``.
         val_max_size: center-crop validation/test images to at most this size; None keeps them whole.
