@@ -59,7 +59,11 @@ LEVELS = [
     ("deblur", "low-pass 10 %", lambda s, g: solvers.spectral_lowpass(s, 0.1)),
     ("cs", "25 %", lambda s, g: solvers.compressive_sensing(s, 0.25, generator=g)),
     ("cs", "10 %", lambda s, g: solvers.compressive_sensing(s, 0.1, generator=g)),
+    # colour priors only: one colour per pixel, Bayer RGGB and a random cone-like R:G:B = 60:30:10 mosaic
+    ("demosaic", "Bayer", lambda s, g: solvers.bayer_demosaic(s)),
+    ("demosaic", "cones 60/30/10", lambda s, g: solvers.random_mosaic(s, generator=g)),
 ]
+COLOR_ONLY = {"demosaic"}
 # The issue's calibration cells: two 64×64 gray crops, 30 % random pixels kept and 4× block averaging.
 CALIBRATION_IMAGES = ("camera", "grace_hopper")
 CALIBRATION_LEVELS = [
@@ -67,7 +71,7 @@ CALIBRATION_LEVELS = [
     ("sr", "x4", lambda s, g: solvers.BlockAverage(s, 4)),
 ]
 BASELINE = {"inpaint": "nearest fill", "pixels": "nearest fill", "sr": "bicubic", "deblur": "pseudo-inverse",
-            "cs": "pseudo-inverse"}
+            "cs": "pseudo-inverse", "demosaic": "bilinear"}
 
 
 def _centred_box(shape, divisor: int) -> tuple[int, int, int, int]:
@@ -106,11 +110,38 @@ def baseline(task: str, op, x: torch.Tensor) -> torch.Tensor:
         known = op.mask.all(0).numpy()  # pixels measured in every channel
         _, (iy, ix) = ndimage.distance_transform_edt(~known, return_indices=True)
         return naive[..., torch.from_numpy(iy), torch.from_numpy(ix)]
+    if task == "demosaic":
+        return bilinear_demosaic(op.mask, naive)
     if task == "sr":
         s = op.factor
         low = op.measure(x) / s  # block means
         return F.interpolate(low, scale_factor=s, mode="bicubic", align_corners=False)
     return naive
+
+
+def bilinear_demosaic(mask: torch.Tensor, mosaic: torch.Tensor) -> torch.Tensor:
+    """Per channel, the weighted mean of the measured values in each 3×3 window (weights 4 / 2 / 1 for the
+    centre / edge / corner neighbours): bilinear demosaicing for a Bayer mosaic, and its natural extension to
+    any mosaic. A pixel with no measured neighbour of a channel takes the nearest measured value; measured
+    values are kept as they are.
+
+    Args:
+        mask: (C, H, W) boolean, the measured entries.
+        mosaic: (B, C, H, W), zero where not measured.
+    """
+    c = mask.shape[0]
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=mosaic.dtype)
+    kernel = kernel.expand(c, 1, 3, 3)
+    m = mask.to(mosaic.dtype)[None]
+    num = F.conv2d(mosaic * m, kernel, padding=1, groups=c)
+    den = F.conv2d(m, kernel, padding=1, groups=c)
+    out = torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(num))
+    for ch in range(c):  # pixels with no measured neighbour of this channel: nearest measured value
+        hole = (den[0, ch] == 0).numpy()
+        if hole.any():
+            _, (iy, ix) = ndimage.distance_transform_edt(~mask[ch].numpy(), return_indices=True)
+            out[:, ch][:, hole] = mosaic[:, ch][:, torch.from_numpy(iy[hole]), torch.from_numpy(ix[hole])]
+    return torch.where(mask[None], mosaic, out)
 
 
 def scores(img: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
@@ -226,6 +257,8 @@ def main() -> None:
 
     net = load(args.prior)
     channels = net.prior_config.get("channels", 1)
+    if channels == 1:  # demosaicing needs colour images
+        levels = [lv for lv in levels if lv[0] not in COLOR_ONLY]
     command = vars(args) | dict(out=str(args.out), json=str(args.json))
     settings = {m: deepinv_peers.PEER_SETTINGS.get(m, "") for m in args.peers} if deepinv_peers else {}
     records = []

@@ -241,6 +241,26 @@ def test_gaussian_benchmark_splits_the_nll_error_into_score_kl_and_normalization
 
 
 @pytest.mark.slow
+def test_bilinear_demosaic_baseline():
+    inverse = _load_script("inverse_problems")
+    from priorlab import solvers
+
+    # a colour ramp, linear in x and y: bilinear demosaicing of its Bayer mosaic is exact away from the border
+    yy, xx = torch.meshgrid(torch.arange(12.0), torch.arange(14.0), indexing="ij")
+    x = torch.stack([0.1 + 0.02 * xx, 0.2 + 0.03 * yy, 0.5 + 0.01 * (xx - yy)])[None].double()
+    op = solvers.bayer_demosaic((3, 12, 14))
+    out = inverse.baseline("demosaic", op, x)
+    torch.testing.assert_close(out[..., 1:-1, 1:-1], x[..., 1:-1, 1:-1])
+    assert (out - x).abs().max() < 0.05  # the border is one-sided, not wrong
+    # a sparse random mosaic: measured values kept, every entry filled with some measured value of its channel
+    op = solvers.random_mosaic((3, 12, 14), generator=torch.Generator().manual_seed(0))
+    out = inverse.baseline("demosaic", op, x)
+    assert torch.equal(out[0][op.mask], x[0][op.mask])
+    for ch in range(3):
+        seen = x[0, ch][op.mask[ch]]
+        assert out[0, ch].min() >= seen.min() - 1e-12 and out[0, ch].max() <= seen.max() + 1e-12
+
+
 def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
     """The script a lent GPU runs must not waste its minutes: its CPU smoke mode exercises every step."""
     import os

@@ -28,6 +28,8 @@ def _operators():
         "cs-dense": solvers.compressive_sensing(SHAPE, 0.25, generator=g),
         "cs-fourier": solvers.compressive_sensing((2, 12, 12), 0.25, generator=g, dense_max=16),
         "color-sr": solvers.BlockAverage((3, 12, 12), 2),
+        "bayer": solvers.bayer_demosaic((3, 12, 12)),
+        "cones": solvers.random_mosaic((3, 12, 12), generator=g),
     }
 
 

@@ -73,6 +73,8 @@ def test_operator_adjoint_and_projection(shape, name):
     torch.testing.assert_close((op.project(x) * x2).sum(), (x * op.project(x2)).sum(), atol=1e-6, rtol=1e-6)
     # float32 works too and batch sizes are free
     assert op.measure(x[:1].float()).dtype == torch.float32
+    # the names of the math: Mᵀ measures, M embeds
+    assert torch.equal(op.MT(x), op.measure(x)) and torch.equal(op.M(c), op.embed(c))
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 7, 6)])

@@ -77,6 +77,15 @@ class LinearOperator:
         """MMᵀx, the orthogonal projection onto the measured subspace (B, C, H, W)."""
         return self.embed(self.measure(x))
 
+    # The names of the math (algorithms.md §5, the 2021 code): Mᵀ measures an image, M embeds a measurement.
+    def MT(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 - the matrix's name
+        """Mᵀx; the same as :meth:`measure`."""
+        return self.measure(x)
+
+    def M(self, c: torch.Tensor) -> torch.Tensor:  # noqa: N802 - the matrix's name
+        """M c; the same as :meth:`embed`."""
+        return self.embed(c)
+
     def _measure(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
