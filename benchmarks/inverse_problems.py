@@ -13,7 +13,7 @@ cell of the same table. ``--calibration`` instead runs the issue's calibration c
 grace_hopper, 30 % random pixels and 4× block averaging), with two more DPS guidance settings.
 
 Example (docs/inverse_problems.md):
-    OMP_NUM_THREADS=1 python benchmarks/inverse_problems.py --prior /work/qs2/quickstart.ckpt \\
+    OMP_NUM_THREADS=1 python benchmarks/inverse_problems.py --prior bf-unet-small-gray \\
         --datasets set12 bsd68 photos-test --max-images 2 --crop 64 \\
         --out /tmp/inverse.md --json /tmp/inverse.json
   Runs split by set (--datasets, --start, --max-images) are combined with --merge RUN.json ....

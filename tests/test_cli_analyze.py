@@ -70,7 +70,7 @@ def test_analyze_writes_figures_and_json(tmp_path, ckpt, sub, capsys):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("channels", "--gray"),
+    ("channels", "--convert gray"),
     ("crop", "lies outside"),
     ("too_large", "matrix-free"),
     ("missing", "not found"),

@@ -209,6 +209,23 @@ def test_load_refuses_unknown_names_and_missing_files(tmp_path):
         zoo.load(tmp_path / "missing.ckpt")
 
 
+class _NotATensor:
+    pass
+
+
+def test_load_refuses_files_that_are_not_safe_checkpoints(tmp_path):
+    """A pickle of an arbitrary object is never unpickled, and the message does not advise weights_only=False
+    (torch's own text does)."""
+    pickled = tmp_path / "object.ckpt"
+    torch.save({"state_dict": {}, "thing": _NotATensor()}, pickled)
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    for path in (pickled, image):
+        with pytest.raises(ValueError, match="not a file written by `priorlab fit`") as err:
+            zoo.load(path)
+        assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(("name", "width"), [("bf_dncnn_small", 21), ("bf_unet_small", 92)])
 def test_receptive_field_of_the_small_variants(name, width):
     """The small DnCNN sees 21x21 pixels, the small UNet 92x92 (why it fills large holes): the output pixel's
@@ -232,3 +249,12 @@ def test_timm_names_work_whichever_is_imported_first_and_priorlab_does_not_impor
             "assert type(net).__name__ == 'DnCNN' and net.arch_config['init_args']['in_chans'] == 3\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_load_on_a_missing_gpu_says_to_use_the_cpu():
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match="no CUDA GPU.*--device cpu"):
+            zoo.load("bf-dncnn-small-gray", map_location=device)
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        zoo.load("bf-dncnn-small-gray", map_location="gpu0")

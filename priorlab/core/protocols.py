@@ -63,8 +63,9 @@ def check_images(x: torch.Tensor, *, channels: int | None = None, name: str = "i
                          "add a batch axis with x[None] for a single image")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} have {x.shape[1]} channel(s) but the model expects {channels} "
-                         f"({'gray' if channels == 1 else 'RGB' if channels == 3 else str(channels)}); "
-                         "convert the image (e.g. --gray / to RGB) or pick a model with matching channels")
+                         f"({'gray' if channels == 1 else 'RGB' if channels == 3 else str(channels)})"
+                         f"; convert the image to {'gray' if channels == 1 else 'RGB'} (on the command line: "
+                         f"--convert {'gray' if channels == 1 else 'rgb'}) or pick a model with matching channels")
     if min(x.shape[-2:]) < min_size:
         raise ValueError(f"{name} are {x.shape[-2]}x{x.shape[-1]} pixels, smaller than this model's "
                          f"minimum size {min_size}x{min_size}")

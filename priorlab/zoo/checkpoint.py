@@ -49,7 +49,11 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         ckpt: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+        # torch's own text for a refused pickle suggests weights_only=False, which priorlab never does
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read {path} as a checkpoint: it is not a file written by `priorlab fit` (a "
+                         "Lightning .ckpt), it is truncated, or it holds objects other than tensors and plain data, "
+                         f"which priorlab does not unpickle ({first})") from err
     meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "arch_config" not in meta:
         raise ValueError(f"{path} is not a priorlab checkpoint (no '{CHECKPOINT_KEY}' metadata); "

@@ -42,6 +42,23 @@ def resolve_folder(entry: PriorEntry, *, local_files_only: bool = False, force_d
                           local_files_only=local_files_only, force_download=force_download, cache_dir=cache_dir)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The device, or a ValueError that says what to use instead when this machine does not have it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r} ({err}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU on this machine; use cpu "
+                             "(on the command line: --device cpu)")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {str(device)!r} asked for, but torch sees {count} CUDA GPU(s) "
+                             f"(cuda:0 … cuda:{count - 1})")
+    return dev
+
+
 def load(spec: str | Path, *, map_location: str | torch.device = "cpu", revision: str | None = None,
          cache_dir: str | Path | None = None, local_files_only: bool = False) -> nn.Module:
     """A trained prior in eval mode, with its config attached as ``prior_config``.
@@ -56,9 +73,11 @@ def load(spec: str | Path, *, map_location: str | torch.device = "cpu", revision
     Raises:
         KeyError: unknown catalog name (closest names listed).
         FileNotFoundError: missing path or file.
-        ValueError: malformed spec, corrupt file, hash mismatch, keys that do not match.
+        ValueError: malformed spec, corrupt file, hash mismatch, keys that do not match, or a device that
+            this machine does not have.
         priorlab.zoo.hub.HubError: the Hub could not serve the files.
     """
+    check_device(map_location)
     text = str(spec)
     if isinstance(spec, Path) or text.endswith(".ckpt"):
         return load_checkpoint(Path(spec), map_location=map_location)
