@@ -239,6 +239,59 @@ def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_card_training_is_read_from_the_checkpoint_and_explicit_options_win(tmp_path, monkeypatch, capsys):
+    """A 1-step run on the built-in photos plus a folder under $HOME: the card names both (the home folder as ~),
+    the patch size, the learning rate and its schedule, the EMA; --data and --training replace what was read."""
+    import numpy as np
+    from PIL import Image
+
+    from priorlab.lightning_modules import EMA
+
+    home = tmp_path / "home"
+    photos = home / "data" / "my-photos"
+    photos.mkdir(parents=True)
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 256, (40, 40), dtype=np.uint8)
+        Image.fromarray(pixels).save(photos / f"{i}.png")
+    monkeypatch.setenv("HOME", str(home))
+    run = tmp_path / "run"  # the layout of `priorlab fit`: run/config.yaml beside run/checkpoints/
+    cb = ModelCheckpoint(dirpath=run / "checkpoints", save_last=True)
+    module = tiny_module(1, lr=3e-4, milestones=(1,), lr_gamma=0.25)
+    data = tiny_data(1, train_dirs=["builtin:photos", str(photos)], patch_size=16, batch_size=4)
+    tiny_trainer(run, max_steps=1, callbacks=[cb, EMA(decay=0.9)], limit_val_batches=0).fit(module, datamodule=data)
+    (run / "config.yaml").write_text(
+        "trainer:\n  precision: bf16-mixed\n  callbacks:\n  - class_path: priorlab.lightning_modules.EMA\n"
+        "    init_args: {decay: 0.9}\nmodel:\n  init_args: {arch: test_bf_dncnn, lr: 0.0003}\n"
+        "data:\n  init_args: {patch_size: 16, batch_size: 4}\n")
+    ckpt, out = run / "checkpoints" / "last.ckpt", tmp_path / "card-from-ckpt"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    training = card.split("## Training\n")[1].split("\n## ")[0]
+    assert "- **Data**: builtin:photos, ~/data/my-photos\n" in training
+    assert str(home) not in card  # the public card does not show the home folder
+    assert "4 per step and device: random 16x16 patches" in training and "16 patches per epoch" in training
+    assert "- **Length**: 1 optimizer step in 1 epoch\n" in training
+    assert "Adam, learning rate 0.0003, multiplied by 0.25 at the end of epoch(s) 1" in training
+    assert "EMA of the weights (decay 0.9)" in training and "- **Precision**: bf16-mixed" in training
+    assert "Trained on the data named above" in card
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["data"] == "builtin:photos, ~/data/my-photos"
+
+    (tmp_path / "training.json").write_text(json.dumps({"optimizer": "SGD, written by hand", "precision": None}))
+    capsys.readouterr()
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--overwrite", "--data", "BSD400, 400 images",
+                 "--training", str(tmp_path / "training.json")]) == 0
+    training = (out / "README.md").read_text().split("## Training\n")[1].split("\n## ")[0]
+    assert "- **Data**: BSD400, 400 images\n" in training and "my-photos" not in training
+    assert "- **Optimizer**: SGD, written by hand" in training and "Adam" not in training
+    assert "Precision" not in training and "16x16 patches" in training  # null removes; the rest stays
+
+    # A card that names no data never points at "the data named above".
+    bare = zoo.export_checkpoint(ckpt, tmp_path / "no-data", training={"data": None})
+    card = (bare / "README.md").read_text()
+    assert "**Data**" not in card and "named above" not in card and "training data are not recorded" in card
+
+
 def test_exported_metrics_set_only_like_trained_published_curves_beside():
     from priorlab.cli.export import metrics_from_benchmark
 

@@ -1,12 +1,17 @@
 """Hub round trips against a real Hub-protocol server on loopback (olah serving local git repositories).
 
 Covers push → pull → load, download by catalog name and by ``hf-hub:`` id at a pinned revision, cache
-reuse, offline mode, a tampered file (hash mismatch) and a missing file. Nothing touches the internet.
+reuse, offline mode, a tampered file (hash mismatch) and a missing file; and ``priorlab hub push`` through
+the real upload client failing clearly (offline mode, a closed loopback port, a loopback server that answers
+401/403/404). Nothing touches the internet.
 """
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,11 +19,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from priorlab import zoo
+from priorlab.cli import main
 from priorlab.cli.hub import run as hub_cli
 from priorlab.zoo.catalog import PriorEntry
 from priorlab.zoo.hub import HubClient, HubError, push_prior
 from tests.helpers import tiny_data, tiny_module, tiny_trainer
-from tests.hub_server import GitMirrorClient, OlahServer
+from tests.hub_server import GitMirrorClient, OlahServer, free_port
 
 pytest.importorskip("olah")
 pytestmark = pytest.mark.slow
@@ -168,3 +174,92 @@ def test_cli_push_then_pull_fills_the_standard_cache_for_offline_use(server, fol
     load = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert load.returncode == 0, load.stderr
     assert load.stdout.split() == ["hub-test-1", f"hf-hub:org/cli-prior@{commit}"]
+
+
+def test_cli_push_in_offline_mode_says_so_without_a_traceback(folders, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "hf_not_a_real_token",
+           "PYTHONPATH": str(REPO)}
+    push = subprocess.run([sys.executable, "-m", "priorlab", "hub", "push", str(folders[0]), "--repo-id",
+                           "org/offline"], env=env, capture_output=True, text=True, timeout=300)
+    assert push.returncode != 0
+    assert "Traceback" not in push.stderr and "HF_HUB_OFFLINE=1 is set" in push.stderr, push.stderr
+    assert "Nothing was published" in push.stderr
+
+
+@pytest.fixture
+def hub_at(monkeypatch):
+    """Point the real upload client (huggingface_hub, read at import) at an endpoint, online, with a fake token."""
+    from huggingface_hub import constants
+
+    def point(endpoint: str) -> None:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")  # never a token of this machine's user
+        monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+
+    return point
+
+
+def test_cli_push_to_an_unreachable_endpoint_says_so_without_a_traceback(folders, hub_at, capsys):
+    endpoint = f"http://127.0.0.1:{free_port()}"  # a closed loopback port: connection refused at once
+    hub_at(endpoint)
+    assert main(["hub", "push", str(folders[0]), "--repo-id", "org/unreachable"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"the Hub at {endpoint} cannot be reached" in err, err
+    assert "HF_ENDPOINT" in err and "Nothing was published" in err
+
+
+class _RefusingHub(BaseHTTPRequestHandler):
+    """Answers every request with ``server.status`` and a Hub-style JSON error, except repository creation when
+    ``server.create_ok`` (then the repository "exists" and the upload is what fails)."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.path == "/api/repos/create" and self.server.create_ok:
+            code, body = 200, {"url": f"http://{self.headers['Host']}/org/name"}
+        else:
+            code, body = self.server.status, {"error": "refused by the test server"}
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_hub():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingHub)
+    srv.status, srv.create_ok = 403, False
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("status,create_ok,expected", [
+    (401, False, ["401 Unauthorized", "`hf auth login` or set HF_TOKEN", "Nothing was published"]),
+    (403, False, ["403 Forbidden: refused by the test server", "write access to org/name",
+                  "`hf auth login` or set HF_TOKEN", "Nothing was published"]),
+    (404, False, ["404 Not Found", "no organization or user 'org'", "Nothing was published"]),
+    (403, True, ["cannot upload", "403 Forbidden", "Half done: the repository org/name exists",
+                 "no commit was made", "Run the same push again"]),
+])
+def test_cli_push_refused_by_the_hub_explains_what_to_do(folders, hub_at, refusing_hub, capsys, status, create_ok,
+                                                         expected):
+    refusing_hub.status, refusing_hub.create_ok = status, create_ok
+    hub_at(f"http://127.0.0.1:{refusing_hub.server_address[1]}")
+    assert main(["hub", "push", str(folders[0]), "--repo-id", "org/name"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for text in expected:
+        assert text in err, err

@@ -12,8 +12,11 @@ def build_parser():
 
     p = ArgumentParser(prog="priorlab export", description=(
         "Turn a checkpoint written by `priorlab fit` (its EMA weights) into a prior folder: config.json, "
-        "model.safetensors and README.md (the model card, with the measured metrics). Publish it with "
-        "`priorlab hub push`, load it with zoo.load('local-dir:DIR')."))
+        "model.safetensors and README.md (the model card, with the measured metrics). The card's Training section "
+        "starts from what the checkpoint records (training data as given to the datamodule, patch size, scales, "
+        "batch, epochs and steps, learning rate and schedule, EMA; precision from the run's config.yaml); "
+        "--data and --training override it. Publish it with `priorlab hub push`, load it with "
+        "zoo.load('local-dir:DIR')."))
     p.add_argument("--ckpt", type=str, required=True, help="checkpoint written by `priorlab fit` (.ckpt)")
     p.add_argument("--out", type=str, required=True, help="output folder (must be new or empty)")
     p.add_argument("--name", type=str | None, default=None, help="the prior's name, e.g. bf-dncnn-gray")
@@ -22,9 +25,12 @@ def build_parser():
         "flat records (dataset, sigma_255, psnr, ssim, bm3d_psnr, ...)"))
     p.add_argument("--model_label", type=str | None, default=None,
                    help="which method of the --metrics benchmark JSON is this checkpoint (default: the only one)")
-    p.add_argument("--training", type=str | None, default=None,
-                   help="JSON file of training provenance (data, recipe, command, hardware, duration, date...)")
-    p.add_argument("--data", type=str | None, default=None, help="training data, one line (added to the provenance)")
+    p.add_argument("--training", type=str | None, default=None, help=(
+        "JSON file of training provenance (data, recipe, command, hardware, duration, date...); its keys replace "
+        "those read from the checkpoint (data, batches, length, optimizer, sigma_schedule, ema, precision), and a "
+        "key set to null removes one"))
+    p.add_argument("--data", type=str | None, default=None,
+                   help="training data, one line (default: the sources recorded in the checkpoint)")
     p.add_argument("--summary", type=str | None, default=None, help="first paragraph of the card")
     p.add_argument("--limitations", type=str | None, default=None,
                    help="the card's limitations paragraph (default: a generic one for natural-image priors)")

@@ -49,6 +49,13 @@ DEFAULT_LIMITATIONS = (
     "synthetic). Additive white Gaussian noise only; real camera noise is not Gaussian. Images must be in [0, 1] "
     "with the channel count above; noise levels outside the training range are extrapolation (bias-free networks "
     "degrade gracefully, but the numbers above do not cover them).")
+# When the card names no training data, the default must not point at "the data named above".
+UNNAMED_DATA_LIMITATIONS = (
+    "The training data are not recorded with this release: do not assume they resemble your images, and expect lower "
+    "quality on image statistics unlike its training set (text, medical, synthetic). Additive white Gaussian noise "
+    "only; real camera noise is not Gaussian. Images must be in [0, 1] with the channel count above; noise levels "
+    "outside the training range are extrapolation (bias-free networks degrade gracefully, but the numbers above do "
+    "not cover them).")
 LICENSE_TEXT = {"mit": "MIT: the weights and this card may be used, copied and modified freely, with attribution."}
 
 
@@ -114,12 +121,18 @@ def _details(config: dict[str, Any], params: int | None) -> str:
     return "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
+def _names_data(config: dict[str, Any]) -> bool:
+    training = config.get("training") or {}
+    return bool(training.get("data") or training.get("dataset_ids"))
+
+
 def _training(config: dict[str, Any]) -> str:
     training = config.get("training") or {}
     if not training:
         return "Not recorded."
     labels = {"data": "Data", "split": "Split", "recipe": "Recipe", "command": "Command",
-              "samples_seen": "Samples seen", "hardware": "Hardware", "duration": "Duration", "date": "Date",
+              "samples_seen": "Samples seen", "batches": "Batches", "length": "Length", "optimizer": "Optimizer",
+              "precision": "Precision", "hardware": "Hardware", "duration": "Duration", "date": "Date",
               "source_commit": "Source commit", "ema": "Weights", "sigma_schedule": "Noise schedule"}
     lines = [f"- **{labels.get(k, k)}**: {'`' + v + '`' if k in ('command', 'recipe') else v}"
              for k, v in training.items() if k != "dataset_ids"]
@@ -205,7 +218,8 @@ def render_card(config: dict[str, Any], *, name: str | None = None, load_spec: s
         name: the prior's name (default: ``config["name"]`` or its architecture).
         load_spec: what users pass to ``zoo.load`` (default: the name).
         params: parameter count shown in the details table.
-        summary, intended_use, limitations: paragraphs (defaults describe a natural-image prior).
+        summary, intended_use, limitations: paragraphs (defaults describe a natural-image prior; the default
+            limitations refer to the training data only when ``config["training"]`` names them).
         license_id: SPDX-like license id for the front matter.
         timm_name: ``arch.tag`` when the weights are reachable from timm.
     """
@@ -227,7 +241,7 @@ def render_card(config: dict[str, Any], *, name: str | None = None, load_spec: s
         usage=usage, timm_usage=timm_usage,
         details=_details(config, params), training=_training(config), results=_results(config),
         intended_use=intended_use or (ENERGY_INTENDED_USE if config["kind"] == "energy" else DEFAULT_INTENDED_USE),
-        limitations=limitations or DEFAULT_LIMITATIONS,
+        limitations=limitations or (DEFAULT_LIMITATIONS if _names_data(config) else UNNAMED_DATA_LIMITATIONS),
         license_text=LICENSE_TEXT.get(license_id, license_id),
         citations="\n\n".join(CITATIONS[p] for p in papers),
     )

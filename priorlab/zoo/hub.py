@@ -13,9 +13,11 @@ Uploads go through the small :class:`HubClient` interface; :class:`HfHubClient` 
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from priorlab.zoo.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, sha256_file
 
@@ -53,6 +55,19 @@ def check_repo_id(repo_id: str) -> str:
     if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id:
         raise ValueError(f"{repo_id!r} is not a Hub repository id; expected ORG/NAME, e.g. priorlab/bf-dncnn-gray")
     return repo_id
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection errors of whichever HTTP client ``huggingface_hub`` uses (httpx2, httpx or requests).
+
+    They are not ``OSError`` subclasses; only clients already imported are looked up, so nothing new is imported.
+    """
+    out: list[type[BaseException]] = [OSError]
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                          ("requests", ("ConnectionError", "Timeout"))):
+        mod = sys.modules.get(module)
+        out += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
+    return tuple(out)
 
 
 def _explain(err: Exception, repo_id: str, revision: str | None, filename: str) -> HubError:
@@ -107,7 +122,7 @@ def download_prior(repo_id: str, *, revision: str | None = None, expected_sha256
         config_path = Path(hf_hub_download(repo_id, CONFIG_NAME, revision=revision, **common))
     except (errors.HfHubHTTPError, errors.EntryNotFoundError, errors.OfflineModeIsEnabled) as err:
         raise _explain(err, repo_id, revision, CONFIG_NAME) from err
-    except OSError as err:  # connection errors of the HTTP client
+    except _transport_errors() as err:
         raise HubError(f"cannot reach the Hub for {repo_id} ({err}); check the network or HF_ENDPOINT, or set "
                        f"HF_HUB_OFFLINE=1 to use the cache (huggingface_hub {hub_version})") from err
     commit = config_path.parent.name
@@ -118,7 +133,7 @@ def download_prior(repo_id: str, *, revision: str | None = None, expected_sha256
         raise _explain(err, repo_id, pinned, WEIGHTS_NAME) from err
     try:
         hf_hub_download(repo_id, CARD_NAME, revision=pinned, **common)
-    except (errors.HfHubHTTPError, errors.EntryNotFoundError, errors.OfflineModeIsEnabled, OSError):
+    except (errors.HfHubHTTPError, errors.EntryNotFoundError, errors.OfflineModeIsEnabled, *_transport_errors()):
         pass  # the card is documentation; a prior without one still loads
     if expected_sha256 is not None:
         actual = sha256_file(weights)
@@ -146,23 +161,70 @@ class HubClient(Protocol):
         ...
 
 
+def _explain_write(err: Exception, repo_id: str, endpoint: str, action: str) -> HubError | None:
+    """A clear :class:`HubError` for a failed Hub write, or None when ``err`` is not a Hub or network error."""
+    from huggingface_hub import errors
+
+    org = repo_id.split("/")[0]
+    login = "run `hf auth login` or set HF_TOKEN to a token with write access"
+    if isinstance(err, errors.OfflineModeIsEnabled):
+        return HubError(f"cannot {action}: HF_HUB_OFFLINE=1 is set (offline mode); unset it, or set HF_HUB_OFFLINE=0, "
+                        "to publish")
+    if isinstance(err, errors.HfHubHTTPError):
+        response = getattr(err, "response", None)
+        status = getattr(response, "status_code", None)
+        said = getattr(err, "server_message", None) or str(err).strip().splitlines()[0]
+        if status == 401:
+            return HubError(f"cannot {action}: {endpoint} did not accept the credentials (401 Unauthorized): you are "
+                            f"not logged in or the token is invalid; {login}")
+        if status == 403:
+            return HubError(f"cannot {action}: {endpoint} refused it (403 Forbidden: {said}); check that you have "
+                            f"write access to {repo_id} (a member of {org!r} with write rights, or your own "
+                            f"namespace) and that the token is a write token: {login}")
+        if status == 404 or isinstance(err, errors.RepositoryNotFoundError):
+            return HubError(f"cannot {action}: {endpoint} answered {status} Not Found: no organization or user "
+                            f"{org!r} (check the ORG part of {repo_id}), or {repo_id} is private and the token cannot "
+                            f"see it ({login})")
+        return HubError(f"cannot {action}: {endpoint} answered {status if status is not None else 'an error'}: {said}")
+    if isinstance(err, _transport_errors()):
+        return HubError(f"cannot {action}: the Hub at {endpoint} cannot be reached ({type(err).__name__}: {err}); "
+                        "check the network, or HF_ENDPOINT if you publish to another Hub server")
+    return None
+
+
 class HfHubClient:
-    """:class:`HubClient` over ``huggingface_hub.HfApi`` (token from ``HF_TOKEN`` or ``hf auth login``)."""
+    """:class:`HubClient` over ``huggingface_hub.HfApi`` (token from ``HF_TOKEN`` or ``hf auth login``).
+
+    Failures raise :class:`HubError` with what went wrong (offline mode, no connection, credentials,
+    permissions, unknown organization) and what to do, not the HTTP client's traceback.
+    """
 
     def __init__(self, *, endpoint: str | None = None, token: str | None = None) -> None:
         from huggingface_hub import HfApi
 
         self.api = HfApi(endpoint=endpoint, token=token, library_name="priorlab")
 
+    def _call(self, action: str, repo: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            clear = _explain_write(err, repo, self.api.endpoint, action)
+            if clear is None:
+                raise
+            raise clear from err
+
     def create_repo(self, repo_id: str, *, private: bool = False) -> None:
-        self.api.create_repo(check_repo_id(repo_id), repo_type="model", private=private, exist_ok=True)
+        self._call(f"create the model repository {repo_id}", check_repo_id(repo_id), self.api.create_repo, repo_id,
+                   repo_type="model", private=private, exist_ok=True)
 
     def upload_folder(self, folder: Path, repo_id: str, *, revision: str | None = None,
                       commit_message: str = "") -> str:
         if revision is not None:
-            self.api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = self.api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                      revision=revision, commit_message=commit_message or "Upload prior")
+            self._call(f"create the branch {revision!r} of {repo_id}", repo_id, self.api.create_branch, repo_id,
+                       branch=revision, exist_ok=True)
+        info = self._call(f"upload {folder} to {repo_id}", repo_id, self.api.upload_folder, folder_path=str(folder),
+                          repo_id=repo_id, repo_type="model", revision=revision,
+                          commit_message=commit_message or "Upload prior")
         return info.oid
 
 
@@ -170,7 +232,12 @@ def push_prior(folder: str | Path, repo_id: str, *, client: HubClient, revision:
                private: bool = False, commit_message: str = "") -> str:
     """Publish a prior folder (as written by ``priorlab export``); returns the new commit sha.
 
-    The folder must load strictly before anything is uploaded.
+    The folder must load strictly before anything is uploaded. The upload is one commit, so a failure
+    never leaves part of the folder on the Hub; when the repository was created but the upload then
+    failed, the :class:`HubError` says so.
+
+    Raises:
+        HubError: the Hub refused or could not be reached (offline mode, network, credentials, permissions).
     """
     from priorlab.zoo.artifact import load_folder
 
@@ -180,6 +247,21 @@ def push_prior(folder: str | Path, repo_id: str, *, client: HubClient, revision:
     if not (folder / CARD_NAME).is_file():
         raise FileNotFoundError(f"{folder / CARD_NAME} not found: publish a model card with the weights "
                                 "(`priorlab export` writes one)")
-    client.create_repo(repo_id, private=private)
-    return client.upload_folder(folder, repo_id, revision=revision,
-                                commit_message=commit_message or f"priorlab: publish {folder.name}")
+    try:
+        client.create_repo(repo_id, private=private)
+    except HubError as err:
+        raise HubError(f"{err}. Nothing was published") from err
+    try:
+        return client.upload_folder(folder, repo_id, revision=revision,
+                                    commit_message=commit_message or f"priorlab: publish {folder.name}")
+    except Exception as err:
+        # The repository exists now (made by this call, or before it): say so rather than leave it silently empty.
+        branch = f" (and perhaps its new branch {revision!r})" if revision not in (None, "main") else ""
+        state = (f"the repository {repo_id}{branch} exists (created now, or it existed before) but {folder} was not "
+                 "uploaded: no commit was made. Run the same push again once fixed (it reuses the repository), or "
+                 "delete the repository on the Hub if it should not exist")
+        if isinstance(err, HubError):
+            raise HubError(f"{err}. Half done: {state}") from err
+        if hasattr(err, "add_note"):  # Python >= 3.11: the traceback of an unexpected error says it too
+            err.add_note(f"priorlab: {state}")
+        raise
