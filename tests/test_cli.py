@@ -152,3 +152,22 @@ def test_read_image_handles_16_bit_and_palette(tmp_path):
     assert t.max() > 0.9
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).convert("P").save(tmp_path / "p.png")
     assert read_image(tmp_path / "p.png").shape == (3, 8, 8)
+
+
+def test_denoise_with_an_energy_prior_passes_sigma_and_without_sigma_says_so(tmp_path, capsys):
+    """An energy model's denoiser depends on σ: `--sigma` must reach it (it used to be called as net(y))."""
+    img = _png(tmp_path / "clean.png", 1, size=(28, 28))
+    out = tmp_path / "den.png"
+    rc = main(["denoise", "--prior", "dsm-energy-small-fashion-mnist", "--input", str(img), "--sigma", "25",
+               "--output", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    psnr_in, psnr_out = (float(v) for v in text.split("PSNR ")[1].split(" dB")[0].split(" -> "))
+    assert psnr_out > psnr_in  # denoised at the level that was added
+    assert read_image(out).shape == (1, 28, 28)
+    rc = main(["denoise", "--prior", "dsm-energy-small-fashion-mnist", "--input", str(img),
+               "--output", str(tmp_path / "blind.png")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "is an energy model" in err and "pass --sigma" in err
+    assert not (tmp_path / "blind.png").exists()

@@ -117,7 +117,8 @@ def test_refuses_to_overwrite(tmp_path, priors, npz_data):
     ("missing_ckpt", FileNotFoundError, "checkpoint not found"),
     ("missing_data", FileNotFoundError, "not found"),
     ("uncalibrated", ValueError, "never calibrated"),
-    ("wrong_size", ValueError, "multiple of 4"),
+    ("wrong_size", ValueError, r"log-probabilities of 1x8x8 images .* has 1x6x6 images"),
+    ("other_size", ValueError, r"log-probabilities of 1x8x8 images .* has 1x12x12 images.*--resolution 8"),
     ("bad_batch", ValueError, "--batch_size must be >= 1"),
 ])
 def test_errors_are_clear(tmp_path, priors, npz_data, case, error, message):
@@ -128,13 +129,26 @@ def test_errors_are_clear(tmp_path, priors, npz_data, case, error, message):
         prior = str(tmp_path / "nope.ckpt")
     elif case == "missing_data":
         data, extra = f"npz:{tmp_path / 'nothing'}", ["--estimator", "ode"]
-    elif case in ("uncalibrated", "wrong_size"):
+    elif case in ("uncalibrated", "wrong_size", "other_size"):
         prior = priors.get(case if case == "uncalibrated" else "energy") or pytest.skip("no energy architecture")
-        if case == "wrong_size":
-            Image.fromarray(np.zeros((6, 6), dtype=np.uint8)).save(tmp_path / "a.png")
+        if case in ("wrong_size", "other_size"):  # 12x12 fits the network (multiple of 4), not its constant C
+            size = 6 if case == "wrong_size" else 12
+            Image.fromarray(np.zeros((size, size), dtype=np.uint8)).save(tmp_path / "a.png")
             data = f"folder:{tmp_path}"
     elif case == "bad_batch":
         extra = ["--batch-size", "0"]
     with pytest.raises(error, match=message):
         run(["--prior", prior, "--data", data, "--out", str(tmp_path / "out"), *extra])
     assert not (tmp_path / "out" / "logp.json").exists()
+
+
+def test_a_bundled_energy_prior_refuses_images_of_another_size(tmp_path):
+    """32x32 images under the 28x28 Fashion-MNIST prior used to print ~91 bits/dim: C holds for d = 784 only."""
+    rng = np.random.default_rng(2)
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / f"{k}.png")
+    args = ["--prior", "dsm-energy-small-fashion-mnist", "--data", f"folder:{tmp_path}", "--out", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match=r"1x28x28 images .* has 1x32x32 images.*--resolution 28"):
+        run(args)
+    assert not (tmp_path / "o" / "logp.json").exists()
+    assert run(args + ["--resolution", "28"]) == 0  # what the message says to do

@@ -302,3 +302,121 @@ def test_check_quantized():
         check_quantized(x + 0.3 / 255 * (x < 1))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         check_quantized(x * 255)
+
+
+# ---- the public denoiser net(y, sigma) is differentiable ------------------------------------------
+def test_public_denoiser_jacobian_is_symmetric_not_the_identity_and_matches_finite_differences():
+    """∂x̂/∂y of ``net(y, sigma)`` = I − t∇²U, through autograd (analysis, deepinv's DPS) as through finite differences.
+
+    The denoiser used to detach ∇U, so autograd saw ∂x̂/∂y = I (trace N, asymmetry 0) whatever the network.
+    """
+    from priorlab.analysis.jacobian import JacobianOperator
+
+    net = tiny_net()
+    g = torch.Generator().manual_seed(2)
+    y = 0.5 + 0.3 * torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=g)
+    sigma = 1.0  # t = 1: the tiny random network's −t∇²U is then well above rounding
+    eye = torch.eye(64, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: net(v, sigma).flatten(), y).reshape(64, 64)
+    assert (jac - eye).abs().max() > 1e-3  # not the identity
+    torch.testing.assert_close(jac, jac.T, rtol=1e-8, atol=1e-10)  # a gradient field: symmetric
+    h, basis = 1e-5, eye.reshape(64, 1, 8, 8)
+    with torch.no_grad():  # the cheap, detached path
+        fd = (net(y + h * basis, sigma) - net(y - h * basis, sigma)).reshape(64, 64).T / (2 * h)
+        assert not net(y, sigma).requires_grad
+    torch.testing.assert_close(jac - eye, fd - eye, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(JacobianOperator(net, y, sigma).matrix(), jac, rtol=1e-8, atol=1e-10)
+    net.zero_grad()
+    net(y, sigma).square().sum().backward()  # gradients reach the parameters too
+    assert net.unet.final.weight.grad.abs().sum() > 0
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="no_grad"):
+        net(y, sigma)
+
+
+# ---- the image shape the normalization constant holds for -------------------------------------------
+def test_log_prob_refuses_images_of_another_shape_than_the_calibration_and_the_denoiser_does_not():
+    net = tiny_net()
+    assert net.calibration_shape is None
+    net.calibrate(torch.rand(8, 1, 8, 8, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+    assert net.calibration_shape == (1, 8, 8)
+    assert torch.isfinite(net.log_prob(torch.rand(2, 1, 8, 8, dtype=torch.float64))).all()
+    for shape in ((1, 1, 12, 12), (1, 1, 8, 16)):  # valid sizes for the network (multiples of 4), not for C
+        with pytest.raises(ValueError, match=r"calibrated for 1x8x8 images .* are 1x\d+x\d+.*[Rr]esize or crop"):
+            net.log_prob(torch.rand(shape, dtype=torch.float64))
+        with torch.no_grad():
+            assert net(torch.rand(shape, dtype=torch.float64), 0.1).shape == shape
+    net.calibrate(torch.rand(4, 1, 12, 12, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+    assert net.calibration_shape == (1, 12, 12)  # recalibrating moves the shape with C
+    with pytest.raises(ValueError, match="calibrated for 1x12x12"):
+        net.log_prob(torch.rand(1, 1, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        net.calibration_shape = (8, 8)
+
+
+def test_the_calibration_shape_survives_the_state_dict_and_older_state_dicts_still_load():
+    net = tiny_net()
+    net.calibrate(torch.rand(4, 1, 8, 8, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+    state = net.state_dict()
+    assert state["log_norm_shape"].tolist() == [1, 8, 8]
+    fresh = create_model("test_energy_unet", in_chans=1).double()
+    fresh.load_state_dict(state, strict=True)
+    assert fresh.calibration_shape == (1, 8, 8)
+    # A state dict from before the shape was recorded: loads strictly, shape unknown, log_prob warns.
+    legacy = {k: v for k, v in state.items() if k != "log_norm_shape"}
+    fresh.load_state_dict(legacy, strict=True)
+    assert fresh.calibration_shape is None
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="does not record the image shape"):
+        fresh.log_prob(x)
+    fresh.prior_config = {"calibration_shape": [1, 8, 8]}  # what an older prior's config.json can declare
+    assert fresh.calibration_shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="calibrated for 1x8x8"):
+        fresh.log_prob(x)
+    fresh.calibration_shape = (1, 12, 12)  # the buffer, when set, wins
+    assert torch.isfinite(fresh.log_prob(x)).all()
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        fresh.load_state_dict({**state, "bogus": torch.zeros(1)}, strict=True)  # still strict otherwise
+
+
+def test_the_calibration_shape_travels_through_export_and_a_lightning_checkpoint(tmp_path):
+    import lightning.pytorch as pl
+
+    from priorlab import zoo
+    from priorlab.lightning_modules import DualScoreModule
+    from priorlab.zoo.checkpoint import load_checkpoint
+
+    net = create_model("test_energy_unet", in_chans=1)
+    net.calibrate(torch.rand(4, 1, 12, 8), generator=torch.Generator().manual_seed(0))
+    config = zoo.build_config(net, kind="energy", sigma_range_255=[0.01, 8000.0])
+    loaded = zoo.load(f"local-dir:{zoo.save_folder(net, config, tmp_path / 'prior')}")
+    assert loaded.calibration_shape == (1, 12, 8)
+    with pytest.raises(ValueError, match="calibrated for 1x12x8"):
+        loaded.log_prob(torch.rand(1, 1, 8, 8))
+
+    # DualScoreModule calibrates C on the validation images and checkpoints their shape with it.
+    torch.manual_seed(0)
+    module = DualScoreModule(arch="test_energy_unet", in_chans=1, val_psnr_in=(20.0,))
+    images = torch.randint(0, 256, (4, 1, 8, 12), generator=torch.Generator().manual_seed(0)) / 255.0
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, inference_mode=False)
+    trainer.validate(module, dataloaders=torch.utils.data.DataLoader(images, batch_size=2), verbose=False)
+    assert module.net.calibration_shape == (1, 8, 12)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    ckpt_net = load_checkpoint(tmp_path / "m.ckpt")
+    assert ckpt_net.calibration_shape == (1, 8, 12) and ckpt_net.prior_config["calibration"]["shape"] == [1, 8, 12]
+    torch.testing.assert_close(ckpt_net.log_prob(images), module.net.log_prob(images))
+    mixed = [images[:2], images[:2, :, :, :8]]  # one C cannot hold for two dimensions
+    with pytest.raises(ValueError, match="one shape"):
+        trainer.validate(module, dataloaders=torch.utils.data.DataLoader(mixed, batch_size=None), verbose=False)
+
+
+@pytest.mark.parametrize("name", ["dsm-energy-small-fashion-mnist", "dsm-energy-fashion-mnist"])
+def test_bundled_energy_priors_know_their_28x28_calibration(name):
+    from priorlab import zoo
+
+    net = zoo.load(name)  # weights unchanged (the catalog's sha256 is checked); the shape is in config.json
+    assert net.calibration_shape == (1, 28, 28)
+    x = torch.randint(0, 256, (2, 1, 28, 28), generator=torch.Generator().manual_seed(0)) / 255.0
+    assert torch.isfinite(net.log_prob(x)).all()
+    with pytest.raises(ValueError, match=r"calibrated for 1x28x28 images .* 1x32x32.*28x28"):
+        net.log_prob(torch.rand(1, 1, 32, 32))

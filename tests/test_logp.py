@@ -233,3 +233,15 @@ def test_progress_callback_sees_every_batch(field, samples):
     _ode(field.wiener_denoise, samples[:3], batch_size=2, callback=seen.append, rtol=1e-3, atol=1e-3)
     assert [s.images_done for s in seen] == [2, 3] and all(s.nfe > 0 for s in seen)
     assert all(s.images_total == 3 and s.estimator == "ode" for s in seen)
+
+
+def test_energy_estimator_refuses_images_of_another_shape_than_the_calibration():
+    """C holds for one dimension d: a network that takes 12x12 images must not give them a 'normalized' log p."""
+    from priorlab.zoo import create_model
+
+    net = create_model("test_energy_unet", in_chans=1).eval()
+    net.calibrate(torch.rand(4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (3, 1, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="calibrated for 1x8x8 images"):
+        energy_log_prob(net, images)
+    assert energy_log_prob(net, images[:, :, :8, :8]).num_images == 3

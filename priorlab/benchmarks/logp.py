@@ -222,6 +222,10 @@ def energy_log_prob(model: Any, images: torch.Tensor, *, batch_size: int = 128, 
 
     Returns:
         A :class:`LogProbResult` with ``estimator="energy"`` and 1 function evaluation per image.
+
+    Raises:
+        ValueError: from ``model.log_prob``, e.g. images of another shape (C, H, W) than the one its constant C
+            was calibrated for (C depends on d = C·H·W; :class:`~priorlab.core.energy.NormalizedEnergy`).
     """
     if not callable(getattr(model, "log_prob", None)):
         raise TypeError(f"{type(model).__name__} has no log_prob(x): the energy estimator needs a normalized "

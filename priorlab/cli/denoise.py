@@ -15,7 +15,8 @@ def build_parser():
     p = ArgumentParser(prog="priorlab denoise", description=(
         "Denoise an image with a trained denoiser. With --sigma, the input is taken as clean, noise of "
         "that level (0-255 scale) is added with --seed, and PSNR/SSIM are printed. Without --sigma the "
-        "input is taken as noisy and denoised blindly; give --clean to get PSNR/SSIM."))
+        "input is taken as noisy and denoised blindly; give --clean to get PSNR/SSIM. The network is told the "
+        "noise level when it is known (--sigma): blind denoisers ignore it, energy models need it."))
     p.add_argument("--ckpt", "--prior", dest="ckpt", type=str, required=True,
                    help="checkpoint written by `priorlab fit` (.ckpt), or a prior's name")
     p.add_argument("--input", type=str, required=True, help="image file (PNG, JPEG, TIFF, BMP)")
@@ -53,15 +54,21 @@ def run(args: list[str]) -> int:
         raise ValueError(f"--sigma is on the 0-255 scale and must be in [0, 255], got {cfg.sigma}")
 
     net = load(cfg.ckpt, map_location=cfg.device)
+    # An energy model's denoiser y − σ²∇U(y, σ²) depends on σ (it has no blind mode) and takes ∇U by autograd.
+    energy = net.prior_config.get("kind") == "energy" or callable(getattr(net, "energy", None))
+    if energy and cfg.sigma is None:
+        raise ValueError(f"{cfg.ckpt} is an energy model, whose denoiser needs the noise level: pass --sigma (the "
+                         "std on the 0-255 scale of the noise added to the clean --input); blind denoising of an "
+                         "already noisy image (--clean) is only possible with a blind denoiser")
     channels = net.prior_config.get("channels", net.arch_config["init_args"].get("in_chans"))
     x = read_image(inp, convert=cfg.convert)[None].to(cfg.device)
     what = "input image" if cfg.sigma is None else "clean input image"
     check_images(x, channels=channels, name=f"{what} {inp.name}", min_size=getattr(net, "min_size", 1))
-    clean = None
+    clean = sigma = None
     if cfg.sigma is not None:
-        clean = x
+        clean, sigma = x, sigma_from_255(cfg.sigma)
         g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-        y, _ = add_noise(x, sigma_from_255(cfg.sigma), generator=g)
+        y, _ = add_noise(x, sigma, generator=g)
     else:
         y = x
         if cfg.clean:
@@ -69,8 +76,9 @@ def run(args: list[str]) -> int:
             if clean.shape != y.shape:
                 raise ValueError(f"--clean is {tuple(clean.shape[1:])} but --input is {tuple(y.shape[1:])} (C, H, W)")
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        x_hat = net(y).float()
+    # The Denoiser contract: the known σ ([0, 1] units) goes to the network; blind networks ignore it.
+    with torch.no_grad() if energy else torch.inference_mode():  # autograd (for ∇U) is off in inference mode
+        x_hat = net(y, sigma).float()
     elapsed = time.perf_counter() - t0
     x_out = x_hat.clamp(0, 1)
     write_image(x_out[0], out)

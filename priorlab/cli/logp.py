@@ -172,6 +172,16 @@ def run(args: list[str]) -> int:
     if cfg.estimator != "ode" and getattr(net, "is_calibrated", True) is False:
         raise ValueError(f"{cfg.prior} has no normalization constant C yet (never calibrated), so log p is unknown "
                          "up to a constant: calibrate it (model.calibrate(held_out_images)) or use --estimator ode")
+    expected = getattr(net, "calibration_shape", None) if cfg.estimator != "ode" else None
+    if expected is not None and tuple(expected) != (c, h, w):
+        # C is fixed for one dimension d = C·H·W: at another size the "normalized" log p is off by an unknown amount.
+        _, eh, ew = expected
+        how = (f"--resolution {eh} center-crops and box-downsamples folder:/hf: data" if eh == ew
+               else f"crop or resize the images to {eh}x{ew}")
+        raise ValueError(f"{cfg.prior} gives normalized log-probabilities of {'x'.join(map(str, expected))} images "
+                         f"(C, H, W) only, the shape its normalization constant was calibrated for, but {cfg.data} "
+                         f"has {c}x{h}x{w} images: use data of that size ({how}), or --estimator ode (the "
+                         "probability-flow ODE of its denoiser, which takes other sizes)")
     probe = images[:1].to(cfg.device, torch.float32) / 255.0
     try:  # one image first: a size or channel count the network cannot take fails here, clearly
         if cfg.estimator == "ode":

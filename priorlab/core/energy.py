@@ -6,7 +6,8 @@ An energy U(y, t) ≈ −log p(y, t) + const, with t = σ² the noise variance, 
 * its denoiser D(y, t) = y − t∇_y U(y, t) (Miyasawa, §1.5), which satisfies the ``Denoiser`` contract;
 * a normalized log-density of clean images, log p(x) = −(U(x, 0) + C), once the single constant C is
   fixed at a large noise level t_max where p(·, t_max) ≈ N(μ, t_max·I) (§7.4):
-  C = (d/2)·ln(2πe·t_max) − E_y[U(y, t_max)].
+  C = (d/2)·ln(2πe·t_max) − E_y[U(y, t_max)]. C depends on d = C·H·W, so it is recorded with the image
+  shape it was calibrated for, and ``log_prob`` refuses other shapes (the denoiser takes any valid size).
 
 :class:`NormalizedEnergy` is a mixin for ``nn.Module`` energies that implement ``energy(y, t)``; the
 learned network (``priorlab.zoo.energy_unet.EnergyNet``) and the analytic :class:`GaussianEnergy` share
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -146,19 +148,79 @@ def _t_column(t: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.
     return t
 
 
+def _checked_shape(shape, name: str) -> tuple[int, int, int]:
+    """A (C, H, W) of positive ints, or ValueError."""
+    try:
+        out = tuple(int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (C, H, W), got {shape!r}") from None
+    if len(out) != 3 or min(out) < 1:
+        raise ValueError(f"{name} must be (C, H, W) with positive sizes, got {shape!r}")
+    return out  # type: ignore[return-value]
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
 class NormalizedEnergy:
     """Mixin for ``nn.Module`` energies: scores, denoiser, calibration and ``log_prob``.
 
     The class mixing it in implements ``energy(y, t) -> (B,)`` in nats and calls
-    :meth:`_init_normalization` in its constructor, which registers the buffer ``log_norm_const``
-    (C in nats, float64, NaN until :meth:`calibrate` sets it; saved in the state dict).
+    :meth:`_init_normalization` in its constructor, which registers two buffers (saved in the state dict, so
+    in Lightning checkpoints and in ``model.safetensors``):
+
+    * ``log_norm_const``: C in nats, float64, NaN until :meth:`calibrate` sets it;
+    * ``log_norm_shape``: the image shape (C, H, W) that C was calibrated for, int64, zeros when unknown.
+      C holds for one dimension d = C·H·W only (§7.4), so ``log_prob`` refuses other shapes.
+
+    State dicts written before ``log_norm_shape`` existed still load (strictly otherwise): the shape is then
+    unknown, and :attr:`calibration_shape` falls back to a ``calibration_shape`` key of the attached
+    ``prior_config`` (the prior's config.json), as the bundled priors carry.
     """
 
     log_norm_const: torch.Tensor
+    log_norm_shape: torch.Tensor
 
-    def _init_normalization(self) -> None:
+    def _init_normalization(self, shape: tuple[int, int, int] | None = None) -> None:
         assert isinstance(self, nn.Module)
         self.register_buffer("log_norm_const", torch.tensor(float("nan"), dtype=torch.float64))
+        self.register_buffer("log_norm_shape", torch.zeros(3, dtype=torch.int64))
+        if shape is not None:
+            self.calibration_shape = shape
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        key = prefix + "log_norm_shape"
+        legacy = key not in state_dict
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,  # type: ignore[misc]
+                                      unexpected_keys, error_msgs)
+        if legacy:  # written before the shape was recorded: load, with the shape unknown
+            if key in missing_keys:
+                missing_keys.remove(key)
+            self.log_norm_shape.zero_()
+
+    @property
+    def calibration_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) of the images the normalization constant was calibrated for, or None if unknown.
+
+        Read from the ``log_norm_shape`` buffer; for older priors without it, from ``prior_config``'s
+        ``calibration_shape`` (config.json). Assign a shape to declare it (e.g. for an old checkpoint whose
+        card names its training size), or None to forget it.
+        """
+        shape = tuple(int(v) for v in self.log_norm_shape.tolist())
+        if all(v > 0 for v in shape):
+            return shape  # type: ignore[return-value]
+        config = getattr(self, "prior_config", None)
+        declared = config.get("calibration_shape") if isinstance(config, dict) else None
+        return _checked_shape(declared, "prior_config['calibration_shape']") if declared is not None else None
+
+    @calibration_shape.setter
+    def calibration_shape(self, shape: tuple[int, int, int] | list[int] | None) -> None:
+        if shape is None:
+            self.log_norm_shape.zero_()
+            return
+        self.log_norm_shape.copy_(torch.tensor(_checked_shape(shape, "calibration_shape"), dtype=torch.int64))
 
     def energy(self, y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -185,10 +247,15 @@ class NormalizedEnergy:
             (U (B,) nats, ∇_y U (B, C, H, W), ∂_t U (B,) or None).
         """
         self.check_input(y)
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("an energy model's scores and denoiser are gradients of U, which torch.inference_mode "
+                               "forbids: use torch.no_grad() instead (gradients are enabled inside)")
         t = _t_column(t, y.shape[0], y)
         with torch.enable_grad():
             yy = y if (create_graph and y.requires_grad) else y.detach().requires_grad_(True)
-            tt = t.detach().requires_grad_(True) if time_score else t.detach()
+            tt = t if (create_graph and t.requires_grad) else t.detach()
+            if time_score and not tt.requires_grad:
+                tt = tt.requires_grad_(True)
             u = self.energy(yy, tt)
             inputs = (yy, tt) if time_score else (yy,)
             grads = torch.autograd.grad(u.sum(), inputs, create_graph=create_graph)
@@ -202,12 +269,22 @@ class NormalizedEnergy:
         return y - _t_column(t, y.shape[0], y).view(-1, 1, 1, 1) * grad
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
-        """The ``Denoiser`` contract: x̂(y) = y − σ²∇_y U(y, σ²); σ (float or (B,)) is required."""
+        """The ``Denoiser`` contract: x̂(y) = y − σ²∇_y U(y, σ²); σ (float or (B,), [0, 1] units) is required.
+
+        Differentiable like any module when gradients are enabled: ∇_y U is then taken with
+        ``create_graph=True`` (a double backward), so autograd Jacobians of x̂ (analysis, deepinv's DPS) are
+        y − t∇²U and gradients reach the parameters. Under ``torch.no_grad`` (samplers, solvers, validation) the
+        graph is not kept and the output is detached. ``torch.inference_mode`` is refused (no autograd there).
+        """
         if sigma is None:
             raise ValueError("an energy model's denoiser needs the noise level sigma (its std, [0, 1] units); "
                              "blind use is not possible because U depends on t = sigma**2")
         s = _t_column(sigma, y.shape[0], y)
-        return self.denoise(y, s * s)
+        t = s * s
+        if not torch.is_grad_enabled():
+            return self.denoise(y, t)
+        _, grad, _ = self.scores(y, t, create_graph=True, time_score=False)
+        return y - t.view(-1, 1, 1, 1) * grad  # Miyasawa (algorithms.md §7.1)
 
     # ---- normalization ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -227,7 +304,8 @@ class NormalizedEnergy:
             batch_size: images per forward pass.
 
         Returns:
-            :class:`Calibration`; ``log_norm_const`` is also written into the module's buffer.
+            :class:`Calibration`; C and the images' shape (C, H, W) are also written into the module's
+            buffers ``log_norm_const`` and ``log_norm_shape``: ``log_prob`` then takes images of that shape only.
         """
         if images.ndim != 4 or images.shape[0] < 2:
             raise ValueError(f"calibration needs a batch (N >= 2, C, H, W) of images, got {tuple(images.shape)}")
@@ -242,12 +320,34 @@ class NormalizedEnergy:
         dims = images[0].numel()
         c, stderr = log_norm_const_from_energies(torch.cat(energies), dims, t_max)
         self.log_norm_const.fill_(c)
+        self.calibration_shape = tuple(images.shape[1:])
         return Calibration(log_norm_const=c, stderr=stderr, t_max=float(t_max), num_images=images.shape[0])
 
     @property
     def is_calibrated(self) -> bool:
         """Whether ``log_norm_const`` holds a calibrated C."""
         return bool(torch.isfinite(self.log_norm_const))
+
+    def check_log_prob_shape(self, x: torch.Tensor) -> None:
+        """Refuse images whose shape is not the one C was calibrated for (ValueError); warn if it is unknown."""
+        if x.ndim != 4:
+            raise ValueError(f"images must have shape (B, C, H, W), got {tuple(x.shape)}")
+        expected, given = self.calibration_shape, tuple(x.shape[1:])
+        if expected is None:
+            warnings.warn("this energy model does not record the image shape (C, H, W) its normalization constant "
+                          "was calibrated for (saved before priorlab recorded it, or C set by hand), so log p of "
+                          f"these {_shape_text(given)} images is only normalized if that was their shape: declare it "
+                          "with model.calibration_shape = (C, H, W) (see the model's card), or recalibrate with "
+                          "model.calibrate(held_out_images)", UserWarning, stacklevel=4)
+            return
+        if given != expected:
+            c, h, w = expected
+            raise ValueError(f"this energy model's normalization constant C was calibrated for {_shape_text(expected)} "
+                             f"images (C, H, W; d = {c * h * w}) but the images are {_shape_text(given)}: C depends "
+                             f"on d, so log p would be wrong by an unknown amount. Resize or crop the images to "
+                             f"{h}x{w} with {c} channel(s), or recalibrate C at the new size with "
+                             "model.calibrate(held_out_images) (then only as good as the model's time score at a size "
+                             "it was not trained on). The denoiser model(y, sigma) works at any valid size.")
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,11 +365,18 @@ class NormalizedEnergy:
 
         Raises:
             RuntimeError: C was never calibrated.
+            ValueError: images of another shape than the one C was calibrated for (C depends on d = C·H·W), or
+                NaN/infinite values.
+
+        Warns:
+            UserWarning: the calibration shape is unknown (a prior written before it was recorded, or C set by
+                hand), so the shape of ``x`` cannot be checked.
         """
         if not self.is_calibrated:
             raise RuntimeError("this energy model has no normalization constant yet (log_norm_const is NaN): call "
                                "model.calibrate(held_out_images) first, or train it with DualScoreModule, which "
                                "calibrates on the validation images and stores C in the checkpoint")
+        self.check_log_prob_shape(x)
         if not torch.isfinite(x).all():
             raise ValueError("images contain NaN or infinite values")
         with full_precision():
@@ -298,7 +405,7 @@ class GaussianEnergy(NormalizedEnergy, nn.Module):
         self.field = field
         self.offset = float(offset)
         self.register_buffer("spectrum", field.spectrum() * spectrum_scale)
-        self._init_normalization()
+        self._init_normalization((field.channels, field.height, field.width))
 
     def check_input(self, y: torch.Tensor) -> None:
         expected = (self.field.channels, self.field.height, self.field.width)

@@ -4,8 +4,9 @@ Each image gets its own noise variance t (log10 t ~ U[−9, 3] by default, §7.3
 energy network gives ∇_y U and ∂_t U by autograd with ``create_graph=True`` and the loss is the batch
 mean of ℓ_DSM + λ·ℓ_TSM (a double backward). Validation logs both terms, denoising PSNR at fixed input
 PSNRs, and the NLL in bits/dim after fixing the normalization constant C on the validation images at
-t_max (§7.4); C is written into the network's ``log_norm_const`` buffer and into checkpoints, so a
-checkpoint loaded with ``priorlab.zoo.load`` answers ``log_prob`` directly.
+t_max (§7.4); C and the validation images' shape (C, H, W) are written into the network's ``log_norm_const``
+and ``log_norm_shape`` buffers and into checkpoints, so a checkpoint loaded with ``priorlab.zoo.load`` answers
+``log_prob`` directly, for images of that shape (C depends on d = C·H·W).
 
 Requirements (ecosystem.md §6): ``Trainer(inference_mode=False)`` (scores by autograd during
 evaluation); DDP without ``static_graph``; bf16-mixed rather than 16-mixed; no ``torch.compile``
@@ -110,6 +111,7 @@ class DualScoreModule(pl.LightningModule):
             }) for stage in ("val", "test")
         })
         self._dims: int | None = None
+        self._shape: tuple[int, int, int] | None = None  # (C, H, W) of this evaluation epoch's images
         self._calibration: dict[str, Any] | None = None  # last validation's C (for the validated weights)
 
     # ---- the Denoiser / EnergyModel contracts ----------------------------------------------------
@@ -157,7 +159,12 @@ class DualScoreModule(pl.LightningModule):
         if self.hparams.nll_levels is not None:
             check_quantized(x, self.hparams.nll_levels, name=f"{stage} images")
         m = self.metrics[stage]
-        self._dims = x[0].numel()
+        shape = tuple(x.shape[1:])
+        if self._shape is not None and shape != self._shape:
+            raise ValueError(f"{stage} images must all have one shape: C is calibrated for one dimension d = C·H·W, "
+                             f"but batches of {self._shape} and {shape} (C, H, W) came; crop or resize them to one "
+                             "size")
+        self._shape, self._dims = shape, x[0].numel()
         # Global image index under DistributedSampler(shuffle=False): noise fixed across epochs and devices.
         index = batch_idx * self.trainer.world_size + self.trainer.global_rank if self._trainer else batch_idx
         with full_precision():
@@ -181,6 +188,7 @@ class DualScoreModule(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float] | None:
         m = self.metrics[stage]
+        shape, self._shape = self._shape, None  # the next epoch may bring another size (e.g. test after val)
         if self._dims is None or m["u0"].update_count == 0:
             return None
         # Metric values are already reduced over processes by torchmetrics: log them as plain floats.
@@ -200,7 +208,7 @@ class DualScoreModule(pl.LightningModule):
         self.log(f"{stage}/bpd", bpd, prog_bar=True, sync_dist=False)
         for metric in (*m["psnr"], *(m[k] for k in ("dsm", "tsm", "u0", "u_max", "u_max_sq"))):
             metric.reset()
-        return {"log_norm_const": c, "bpd": bpd, "dims": self._dims}
+        return {"log_norm_const": c, "bpd": bpd, "dims": self._dims, "shape": shape}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -215,8 +223,9 @@ class DualScoreModule(pl.LightningModule):
         # C belongs to the validated weights (the EMA average when a weight-averaging callback swapped it in).
         self._calibration = {"log_norm_const": result["log_norm_const"], "t_max": float(self.hparams.t_max),
                              "split": "validation", "step": int(self.global_step), "bpd": result["bpd"],
-                             "nll_levels": self.hparams.nll_levels}
+                             "nll_levels": self.hparams.nll_levels, "shape": list(result["shape"])}
         self.net.log_norm_const.fill_(result["log_norm_const"])
+        self.net.calibration_shape = result["shape"]
 
     def on_test_epoch_end(self) -> None:
         # The paper's protocol calibrates on the test images themselves; the stored C is left untouched.
@@ -226,6 +235,7 @@ class DualScoreModule(pl.LightningModule):
         # Runs after the weight-averaging callback copied the average (and its buffers) into the network.
         if self._calibration is not None:
             self.net.log_norm_const.fill_(self._calibration["log_norm_const"])
+            self.net.calibration_shape = self._calibration["shape"]
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """log p(x) in nats per image of the predict batch (needs a calibrated network)."""
@@ -241,11 +251,13 @@ class DualScoreModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs after the callbacks' hooks: the EMA callback has already put its average into state_dict,
-        # whose averaged C buffer is meaningless; the last validation's C (computed for those weights) replaces it.
+        # whose averaged C buffer is meaningless (and its shape buffer a copy of the live network's); the last
+        # validation's C and image shape (computed for those weights) replace them.
         lo, hi = self.hparams.log10_t_range
         if self._calibration is not None and "state_dict" in checkpoint:
             checkpoint["state_dict"]["net.log_norm_const"] = torch.tensor(self._calibration["log_norm_const"],
                                                                           dtype=torch.float64)
+            checkpoint["state_dict"]["net.log_norm_shape"] = torch.tensor(self._calibration["shape"], dtype=torch.int64)
         if self._calibration is not None and self._calibration["step"] != self.global_step:
             rank_zero_warn(f"saving a checkpoint at step {self.global_step} whose normalization constant C comes from "
                            f"the validation at step {self._calibration['step']} (other weights): log p of this "

@@ -9,7 +9,9 @@ GELU). ``EnergyNet`` turns it into an energy U(y, t) = ½⟨y, f_θ(y, t)⟩ (§
 Image sizes: height and width must be multiples of 2^num_scales (8 for the paper's 3 scales; 28×28
 Fashion-MNIST uses 2 scales). Other sizes raise instead of being padded: padding would make the
 energy depend on pixels that are not in the image, and log-densities of padded images are not what a
-user asks for.
+user asks for. The energy and the denoiser take any such size; ``log_prob`` only the shape (C, H, W)
+its normalization constant was calibrated for (the ``log_norm_shape`` buffer, see
+:class:`~priorlab.core.energy.NormalizedEnergy`), since C depends on d = C·H·W.
 """
 
 from __future__ import annotations
@@ -207,7 +209,9 @@ class EnergyNet(NormalizedEnergy, nn.Module):
     """Energy U(y, t) = ½⟨y, f_θ(y, t)⟩ on an :class:`EnergyUNet` (algorithms.md §7.2).
 
     Satisfies ``EnergyModel`` (``energy``, ``log_prob``) and ``Denoiser`` (``forward(y, sigma)`` =
-    y − σ²∇_y U, σ required). ``log_norm_const`` (buffer, nats) holds C once calibrated.
+    y − σ²∇_y U, σ required; differentiable in y when gradients are enabled). ``log_norm_const`` (buffer,
+    nats) holds C once calibrated and ``log_norm_shape`` (buffer) the image shape (C, H, W) it was calibrated
+    for: ``log_prob`` refuses other shapes (:attr:`calibration_shape`).
 
     Args:
         in_chans: image channels C.
