@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> dict:
 
     # ---- one-pass log p vs a plain forward of the same UNet (float32, TF32 off) ------------------------
     net.eval()
-    net.log_norm_const.fill_(0.0)
+    net.log_norm_const.fill_(0.0)  # speed only: the value of C does not matter here
+    net.calibration_shape = tuple(x.shape[1:])
     t0 = torch.zeros(args.batch, device=device)
 
     def forward() -> torch.Tensor:

@@ -68,6 +68,17 @@ def test_energy_card_shows_energy_usage_not_a_blind_denoiser():
     assert "net.log_prob(x)" in card and "priorlab logp --prior dsm-energy-small-fashion-mnist" in card
     assert "x_hat = net(y) " not in card and "priorlab denoise" not in card  # σ is required by an energy model
     assert "guth2025dual" in card and "Log-probabilities of images" in card
+    assert "log_prob only at 28x28 with 1 channel(s)" in card  # the size its normalization holds for
+
+
+def test_exported_energy_config_records_the_calibration_shape():
+    from priorlab.zoo.artifact import build_config
+
+    net = zoo.load("dsm-energy-small-fashion-mnist")
+    config = build_config(net, kind="energy", sigma_range_255=net.prior_config["sigma_range_255"])
+    assert config["calibration_shape"] == [1, 28, 28]
+    net.calibration_shape = (1, 32, 32)
+    assert build_config(net, kind="energy", sigma_range_255=[0, 1])["calibration_shape"] == [1, 32, 32]
 
 
 def _copy(folder, dst):

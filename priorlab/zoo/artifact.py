@@ -93,6 +93,9 @@ def build_config(net: nn.Module, *, kind: str = "denoiser", sigma_range_255: tup
         "training": dict(training or {}),
         "metrics": list(metrics or []),
     }
+    shape = getattr(net, "calibration_shape", None) if kind == "energy" else None
+    if shape is not None:  # the only size log_prob is normalized for (the weights carry it too)
+        config["calibration_shape"] = [int(s) for s in shape]
     for key, value in (extra or {}).items():
         if key in config:
             raise ValueError(f"extra key {key!r} clashes with a standard config.json key")

@@ -100,7 +100,13 @@ def _image_size(config: dict[str, Any]) -> str:
         return "any"
     if config["kind"] == "denoiser":  # the UNet denoisers reflect-pad other sizes (priorlab.zoo.unet)
         return f"any, at least {m}x{m} (other sizes are reflect-padded to a multiple of {m} inside the network)"
-    return f"height and width multiples of {m}"
+    size = f"height and width multiples of {m}"
+    shape = config.get("calibration_shape")
+    if config["kind"] == "energy" and shape:
+        c, h, w = shape
+        size += (f" for the denoiser and the energy; log_prob only at {h}x{w} with {c} channel(s), the size its "
+                 "normalization was calibrated for")
+    return size
 
 
 def _details(config: dict[str, Any], params: int | None) -> str:
