@@ -302,6 +302,11 @@ def test_card_training_is_read_from_the_checkpoint_and_explicit_options_win(tmp_
     card = (bare / "README.md").read_text()
     assert "**Data**" not in card and "named above" not in card and "training data are not recorded" in card
 
+    # Without the run's config.yaml the decay still comes from the checkpoint (priorlab's EMA stores it).
+    (run / "config.yaml").unlink()
+    facts = zoo.export.training_from_checkpoint(ckpt)
+    assert "(decay 0.9)" in facts["ema"] and "precision" not in facts
+
 
 def test_exported_metrics_set_only_like_trained_published_curves_beside():
     from priorlab.cli.export import metrics_from_benchmark

@@ -102,6 +102,10 @@ class EMA(EMAWeightAveraging):
         self.decay = _checked_decay(decay)
         self.ema_device, self.ema_use_buffers = device, use_buffers
 
+    def state_dict(self) -> dict[str, Any]:
+        """Lightning's callback state plus the decay, so that a checkpoint says how its average was made."""
+        return {**super().state_dict(), "decay": self.decay}
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             super().setup(trainer, pl_module, stage)

@@ -3,8 +3,9 @@
 The card's Training section is filled from the checkpoint itself: Lightning stores the datamodule's and
 the LightningModule's constructor arguments (``datamodule_hyper_parameters``, ``hyper_parameters``), the
 loop state (epochs, optimizer steps) and the callbacks' state (weight averaging). Trainer settings that no
-checkpoint holds (precision, the EMA decay) are read from the ``config.yaml`` that ``priorlab fit`` writes
-into the run folder (beside ``checkpoints/``) when it is there and belongs to the same run.
+checkpoint holds (precision; the EMA decay, unless priorlab's EMA callback stored it in its state) are read
+from the ``config.yaml`` that ``priorlab fit`` writes into the run folder (beside ``checkpoints/``) when it is
+there and belongs to the same run.
 """
 
 from __future__ import annotations
@@ -178,9 +179,12 @@ def training_from_checkpoint(ckpt: str | Path) -> dict[str, Any]:
     if meta.get("sigma_schedule") is not None:
         facts["sigma_schedule"] = meta["sigma_schedule"]
     run = _run_config(path, hp, dm)
-    callbacks = [str(k).split("{")[0] for k in (raw.get("callbacks") or {})]
+    states = raw.get("callbacks") or {}
+    callbacks = [str(k).split("{")[0] for k in states]
     if any(c in ("EMA", "EMAWeightAveraging") for c in callbacks):
-        decay = _ema_decay(run)
+        saved = [v.get("decay") for k, v in states.items() if str(k).split("{")[0] == "EMA" and isinstance(v, dict)]
+        decay = next((float(d) for d in saved if isinstance(d, (int, float))), None)  # priorlab's EMA stores it
+        decay = decay if decay is not None else _ema_decay(run)
         facts["ema"] = (f"EMA of the weights{f' (decay {_num(decay)})' if decay is not None else ''}, as saved by "
                         "Lightning's weight averaging: the published weights are the average")
     elif "averaging_state" in raw:
