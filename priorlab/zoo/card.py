@@ -44,18 +44,16 @@ DEFAULT_INTENDED_USE = (
     "A prior for natural images: blind Gaussian denoising in its noise range, sampling with the coarse-to-fine "
     "stochastic ascent (`priorlab sample`), linear inverse problems (`priorlab solve`), and analysis of what a "
     "denoiser does (`priorlab analyze`). Research and teaching; not for medical or forensic decisions.")
-DEFAULT_LIMITATIONS = (
-    "Trained on the data named above only: expect lower quality on other image statistics (text, medical, "
-    "synthetic). Additive white Gaussian noise only; real camera noise is not Gaussian. Images must be in [0, 1] "
-    "with the channel count above; noise levels outside the training range are extrapolation (bias-free networks "
-    "degrade gracefully, but the numbers above do not cover them).")
+_LIMITS_OF_USE = (
+    "Additive white Gaussian noise only; real camera noise is not Gaussian. Images must be in [0, 1] with the channel "
+    "count above; noise levels outside the training range are extrapolation (bias-free networks degrade gracefully, "
+    "but the numbers above do not cover them).")
+DEFAULT_LIMITATIONS = ("Trained on the data named above only: expect lower quality on other image statistics (text, "
+                       "medical, synthetic). " + _LIMITS_OF_USE)
 # When the card names no training data, the default must not point at "the data named above".
-UNNAMED_DATA_LIMITATIONS = (
-    "The training data are not recorded with this release: do not assume they resemble your images, and expect lower "
-    "quality on image statistics unlike its training set (text, medical, synthetic). Additive white Gaussian noise "
-    "only; real camera noise is not Gaussian. Images must be in [0, 1] with the channel count above; noise levels "
-    "outside the training range are extrapolation (bias-free networks degrade gracefully, but the numbers above do "
-    "not cover them).")
+UNNAMED_DATA_LIMITATIONS = ("The training data are not recorded with this release: do not assume they resemble your "
+                            "images, and expect lower quality on image statistics unlike its training set (text, "
+                            "medical, synthetic). " + _LIMITS_OF_USE)
 LICENSE_TEXT = {"mit": "MIT: the weights and this card may be used, copied and modified freely, with attribution."}
 
 
