@@ -244,3 +244,17 @@ def test_bundled_energy_models_give_fashion_mnist_test_images_their_measured_bit
     # Images of the same size that are not garments are far less probable.
     noise = torch.randint(0, 256, (20, 1, 28, 28), generator=torch.Generator().manual_seed(0)).float() / 255
     assert float(bits_per_dim(-net.log_prob(noise), 28 * 28).min()) > float(bpd.max())
+
+
+def test_resuming_restores_the_calibration_record(tmp_path, data):
+    """fit --ckpt_path: a checkpoint saved after more training still names the step its C belongs to."""
+    _, last = _fit(tmp_path / "a", tiny_module(), data, max_steps=3, val_check_interval=3)
+    saved = torch.load(last, map_location="cpu", weights_only=True)["priorlab"]["calibration"]
+    assert saved["step"] == 3
+    resumed = tiny_module()
+    trainer = tiny_trainer(tmp_path / "b", max_steps=5, limit_val_batches=0, inference_mode=False)
+    trainer.fit(resumed, datamodule=data, ckpt_path=last)
+    assert trainer.global_step == 5 and resumed._calibration == saved
+    assert resumed.net.log_norm_const.item() == pytest.approx(saved["log_norm_const"], rel=1e-6)
+    with pytest.warns(UserWarning, match="validation at step 3"):
+        trainer.save_checkpoint(tmp_path / "end.ckpt")

@@ -249,6 +249,13 @@ class DualScoreModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(self.hparams.lr_halving_steps), gamma=0.5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming (fit --ckpt_path): the last validation's record comes back with the weights, so a checkpoint
+        # saved later still says which step its C belongs to (and warns when training went on after it).
+        meta = checkpoint.get(CHECKPOINT_KEY) or {}
+        if meta.get("calibration"):
+            self._calibration = dict(meta["calibration"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs after the callbacks' hooks: the EMA callback has already put its average into state_dict,
         # whose averaged C buffer is meaningless (and its shape buffer a copy of the live network's); the last
