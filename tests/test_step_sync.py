@@ -73,3 +73,37 @@ def test_ema_callback_does_not_sync_per_step_where_lightnings_does(monkeypatch):
     n, _ = _conversions(make(), progress_bar=False, every=STEPS + 1, monkeypatch=monkeypatch,
                         callbacks=[EMAWeightAveraging(decay=0.9)])
     assert n >= BEFORE_FIRST_STEP + STEPS
+
+
+class _LossRecorder(pl.Callback):
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses[trainer.global_step - 1] = float(outputs["loss"])  # the step's loss, keyed as loggers write it
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_train_values_are_logged_only_on_written_steps_and_written_exactly(tmp_path, every, monkeypatch):
+    """log_every_n_steps=N: self.log runs on the N-th steps (and the run's last) only, as it costs host time,
+    and the CSV holds the loss of exactly the N-th steps, as when logging every step."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    module = DenoiserModule(arch="test_bf_dncnn", in_chans=1, val_sigmas_255=())
+    calls = []
+    original = module.log_dict
+    monkeypatch.setattr(module, "log_dict", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    recorder = _LossRecorder()
+    trainer = pl.Trainer(accelerator="cpu", max_steps=STEPS, logger=CSVLogger(tmp_path, name="run"),
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=every, callbacks=[recorder])
+    trainer.fit(module, train_dataloaders=RandomBatches(STEPS))
+    with open(tmp_path / "run" / "version_0" / "metrics.csv") as f:
+        rows = {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+    expected_steps = [s for s in range(STEPS) if (s + 1) % every == 0]
+    assert sorted(rows) == expected_steps and len(calls) == len(set(expected_steps) | {STEPS - 1})
+    for step, value in rows.items():
+        assert value == pytest.approx(recorder.losses[step], rel=1e-6)
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(recorder.losses[STEPS - 1])
