@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks for one short device session (see docs/benchmarks.md): training throughput of BF-DnCNN
 # (50x50 gray) and BF-UNet (64x64 RGB), batch 128, bf16, channels_last, with and without compile, each
-# through a plain PyTorch loop and through DenoiserModule + Lightning's Trainer in the same process.
+# through a plain PyTorch loop and through DenoiserModule + Lightning's Trainer in the same process; then
+# the host-device synchronizations per step of each loop for BF-DnCNN (--sync-debug; SKIP_SYNC_DEBUG=1 skips).
 # Runs from the repository root without installing priorlab (PYTHONPATH); writes JSON + log under $OUT.
 #   OUT=/tmp/out bash benchmarks/device_checks.sh               # on the GPU machine
 #   OUT=/tmp/out DEVICE=cpu STEPS=2 WARMUP=1 BATCH=4 ARCH_DNCNN=test_bf_dncnn ARCH_UNET=test_bf_unet \
@@ -32,4 +33,13 @@ for preset in dncnn unet; do
       --json "$OUT/$name" --overwrite 2>&1 | grep -v "^INFO\|Tip" | tee -a "$OUT/throughput.log" || status=1
   done
 done
+# Host-device synchronizations per step of each loop (torch's sync debug mode; no timing), 10 steps each.
+if [ "$DEVICE" = cuda ] && [ -z "${SKIP_SYNC_DEBUG:-}" ]; then
+  for compile in --no-compile --compile; do
+    timeout "$RUN_TIMEOUT" $PY benchmarks/train_throughput.py --preset dncnn --arch "$ARCH_DNCNN" --batch "$BATCH" \
+      --steps 10 --warmup 5 --precision "$PRECISION" --channels-last "$compile" --device cuda --sync-debug \
+      --json "$OUT/syncs_dncnn${compile/--/_}.json" --overwrite 2>&1 | grep -v "^INFO\|Tip\|synchronizing CUDA\|^ *warnings.warn\|^ *return" \
+      | tee -a "$OUT/throughput.log" || status=1
+  done
+fi
 exit $status

@@ -9,6 +9,10 @@ feeds it a DataLoader over a CPU tensor dataset instead (pinned memory on CUDA),
 host-to-device copy a real run pays. The first ``--warmup`` steps (compilation, cuDNN autotuning)
 are excluded from the timing.
 
+``--sync-debug`` (CUDA only) counts the host-device synchronizations in the timed steps instead of timing
+cleanly: torch's sync debug mode warns at every synchronizing CUDA call, and the warnings are tallied by the
+line that made them (a per-step sync stalls the GPU's queue; docs/benchmarks.md).
+
 Examples:
     python benchmarks/train_throughput.py --preset dncnn --precision bf16-mixed --compile --channels-last
     python benchmarks/train_throughput.py --arch test_bf_dncnn --steps 5 --warmup 2 --batch 8 \\
@@ -22,6 +26,7 @@ import contextlib
 import json
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -56,6 +61,7 @@ class BenchConfig:
     seed: int = 0
     lightning_data: str = "device"
     pool: int = 16
+    sync_debug: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,54 @@ class Throughput:
     images_per_second: float
     final_loss: float
     peak_memory_gib: float | None
+    syncs: int | None = None  # --sync-debug: synchronizing CUDA calls in the timed steps
+    sync_sites: dict[str, int] | None = None  # and where they came from (file:line of the Python caller)
 
 
 # ---- shared pieces ---------------------------------------------------------------------------------
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class SyncCounter:
+    """Records torch's sync-debug warnings between ``start()`` and ``stop()`` (a no-op unless enabled)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.records: list[warnings.WarningMessage] = []
+        self._catcher: Any = None
+
+    def __enter__(self) -> SyncCounter:
+        if self.enabled:
+            self._catcher = warnings.catch_warnings(record=True)
+            self.records = self._catcher.__enter__()
+            warnings.simplefilter("always")
+        return self
+
+    def start(self) -> None:
+        if self.enabled:
+            self.records.clear()
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def stop(self) -> None:
+        if self.enabled:
+            torch.cuda.set_sync_debug_mode("default")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._catcher is not None:
+            self._catcher.__exit__(*exc)
+
+    def result(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {}
+        hits = [w for w in self.records if "synchronizing" in str(w.message)]
+        sites: dict[str, int] = {}
+        for w in hits:
+            site = f"{Path(w.filename).name}:{w.lineno}"
+            sites[site] = sites.get(site, 0) + 1
+        return {"syncs": len(hits), "sync_sites": dict(sorted(sites.items(), key=lambda kv: -kv[1]))}
 
 
 def make_patches(cfg: BenchConfig) -> torch.Tensor:
@@ -118,23 +166,26 @@ def run_plain(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16-mixed"
            else contextlib.nullcontext())
     start, loss = 0.0, torch.zeros(())
-    for step in range(cfg.warmup + cfg.steps):
-        if step == cfg.warmup:
-            _sync(device)
-            start = time.perf_counter()
-        x = patches[step % len(patches)]
-        y, _ = add_noise(x, sample_sigmas(x.shape[0], lo, hi, device=device))
-        if cfg.channels_last:
-            y = y.contiguous(memory_format=torch.channels_last)
-        with amp:  # Lightning's bf16-mixed autocasts the whole training_step, loss included
-            loss = denoising_loss(model(y), x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with SyncCounter(cfg.sync_debug) as syncs:
+        for step in range(cfg.warmup + cfg.steps):
+            if step == cfg.warmup:
+                _sync(device)
+                start = time.perf_counter()
+                syncs.start()
+            x = patches[step % len(patches)]
+            y, _ = add_noise(x, sample_sigmas(x.shape[0], lo, hi, device=device))
+            if cfg.channels_last:
+                y = y.contiguous(memory_format=torch.channels_last)
+            with amp:  # Lightning's bf16-mixed autocasts the whole training_step, loss included
+                loss = denoising_loss(model(y), x).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        syncs.stop()
     _sync(device)
     seconds = time.perf_counter() - start
     return Throughput("plain PyTorch", cfg.steps, seconds, cfg.steps * cfg.batch / seconds, float(loss.detach()),
-                      _peak_memory(device))
+                      _peak_memory(device), **syncs.result())
 
 
 # ---- (b) priorlab + Lightning ---------------------------------------------------------------------
@@ -152,7 +203,7 @@ class DeviceBatches:
             yield self.patches[i % len(self.patches)]
 
 
-def _step_timer(warmup: int, device: torch.device) -> Any:
+def _step_timer(warmup: int, device: torch.device, syncs: SyncCounter) -> Any:
     import lightning.pytorch as pl
 
     class StepTimer(pl.Callback):
@@ -169,8 +220,10 @@ def _step_timer(warmup: int, device: torch.device) -> Any:
             if batch_idx == warmup and self.start is None:
                 _sync(device)
                 self.start, self.first_step = time.perf_counter(), trainer.global_step
+                syncs.start()
 
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            syncs.stop()
             _sync(device)
             self.end = time.perf_counter()
             self.steps = trainer.global_step - self.first_step
@@ -199,7 +252,8 @@ def run_lightning(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
                           pin_memory=device.type == "cuda", num_workers=0)
     else:
         raise ValueError(f"lightning_data must be 'device' or 'loader', got {cfg.lightning_data!r}")
-    timer = _step_timer(cfg.warmup, device)
+    counter = SyncCounter(cfg.sync_debug)
+    timer = _step_timer(cfg.warmup, device, counter)
     on_gpu = device.type == "cuda"
     trainer = pl.Trainer(
         accelerator="gpu" if on_gpu else "cpu", devices=[device.index or 0] if on_gpu else 1,
@@ -208,13 +262,14 @@ def run_lightning(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
         limit_val_batches=0, num_sanity_val_steps=0, benchmark=torch.backends.cudnn.benchmark,
         callbacks=[timer],
     )
-    trainer.fit(module, train_dataloaders=data)
+    with counter:
+        trainer.fit(module, train_dataloaders=data)
     if timer.start is None or timer.end is None or timer.steps <= 0:
         raise RuntimeError(f"Lightning ran {trainer.global_step} steps; need more than warmup={cfg.warmup}")
     seconds = timer.end - timer.start
     loss = trainer.callback_metrics.get("train/loss", torch.tensor(float("nan")))
     return Throughput("priorlab + Lightning", timer.steps, seconds, timer.steps * cfg.batch / seconds,
-                      float(loss), _peak_memory(device))
+                      float(loss), _peak_memory(device), **counter.result())
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -261,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
                    help="device: the same pre-made device tensors (default, fair); loader: a DataLoader over "
                         "CPU tensors with pinned memory (adds the host-to-device copy)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sync-debug", action="store_true",
+                   help="CUDA: count host-device synchronizations in the timed steps (timings then not clean)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 avoids OpenMP thrashing on a busy machine)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT",
@@ -271,6 +328,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but CUDA is not available; use --device cpu")
+    if args.sync_debug and device.type != "cuda":
+        p.error("--sync-debug needs --device cuda (torch's sync debug mode watches CUDA calls)")
     if min(args.batch, args.steps) < 1 or args.warmup < 0:
         p.error("--batch and --steps must be >= 1 and --warmup >= 0")
     cfg = BenchConfig(
@@ -280,7 +339,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
         batch=args.batch, steps=args.steps, warmup=args.warmup,
         precision=args.precision or ("bf16-mixed" if device.type == "cuda" else "32-true"),
         compile=args.compile, channels_last=args.channels_last, device=str(device), seed=args.seed,
-        lightning_data=args.lightning_data,
+        lightning_data=args.lightning_data, sync_debug=args.sync_debug,
     )
     return replace(cfg, pool=min(cfg.pool, cfg.warmup + cfg.steps)), args
 
@@ -304,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         mem = f", peak {r.peak_memory_gib:.2f} GiB" if r.peak_memory_gib is not None else ""
         print(f"{r.name:>22}: {r.images_per_second:10,.1f} img/s ({1e3 * r.seconds / r.steps:.2f} ms/step "
               f"over {r.steps} steps, final loss {r.final_loss:.4g}{mem})")
+        if r.syncs is not None:
+            print(f"{'':>22}  {r.syncs} synchronizing CUDA calls in {r.steps} steps: {r.sync_sites}")
     ratio = lightning.images_per_second / plain.images_per_second
     print(f"{'Lightning/plain':>22}: {ratio:.3f}")
     print()

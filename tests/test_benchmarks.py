@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,26 @@ def test_train_throughput_runs_both_loops_on_cpu():
     assert lightning.final_loss == pytest.approx(plain.final_loss, rel=1e-4)
     rows = bench.markdown_rows(cfg, plain, lightning, {"cpu": "test", "cpu_count": 1})
     assert rows.count("\n") == 2 and "test_bf_dncnn" in rows
+
+
+def test_train_throughput_sync_counter_tallies_sync_warnings_by_site(monkeypatch):
+    bench = _load_script("train_throughput")
+    modes = []
+    monkeypatch.setattr(bench.torch.cuda, "set_sync_debug_mode", modes.append)
+    with bench.SyncCounter(True) as counter:
+        warnings.warn("called a synchronizing CUDA operation", stacklevel=1)  # before start(): warm-up, ignored
+        counter.start()
+        for _ in range(3):
+            warnings.warn("called a synchronizing CUDA operation", stacklevel=1)
+        warnings.warn("something else", stacklevel=1)
+        counter.stop()
+    res = counter.result()
+    assert res["syncs"] == 3 and list(res["sync_sites"].values()) == [3]
+    assert next(iter(res["sync_sites"])).startswith("test_benchmarks.py:")
+    assert modes[:2] == ["warn", "default"] and modes[-1] == "default"
+    assert bench.SyncCounter(False).result() == {}
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sync-debug", "--device", "cpu"])
 
 
 def test_train_throughput_presets():
