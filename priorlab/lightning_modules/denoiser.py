@@ -44,8 +44,9 @@ def log_train_step(module: pl.LightningModule, values: dict[str, torch.Tensor], 
     """Log per-step training values on the steps whose values are written, without a host-device sync.
 
     Lightning writes step values to the loggers every ``log_every_n_steps`` steps, and only the value logged
-    at that step; ``self.log`` on the steps in between costs host time (about 2 ms per call on a 2-core Xeon:
-    Lightning moves its whole result collection to the value's device on every call) and writes nothing, so
+    at that step; ``self.log`` on the steps in between costs host time (about 0.6 ms per step on a 2-core Xeon, a third
+    of Lightning's overhead over a plain loop: it moves its whole result collection to the value's device on
+    every call) and writes nothing, so
     the values are logged only on the written steps and on the last step of each epoch and of the run
     (``trainer.callback_metrics["train/loss"]`` is the value of the last of those steps, and is there for
     checkpoint callbacks at the end of every epoch). They go to the logger as tensors, converted only when written.
