@@ -58,7 +58,8 @@ def test_card_has_front_matter_metrics_and_citations(folder):
     assert result["dataset"]["name"] == "set12"
     assert {m["type"]: m["value"] for m in result["metrics"]} == {"psnr": 27.5, "ssim": 0.78}
     assert "| 25 | – | 27.50 | 0.780 | 29.90 | 0.850 |" in body
-    assert "mohan2020biasfree" in body and 'zoo.load("tiny-prior")' in body
+    assert "mohan2020biasfree" in body and f'zoo.load("local-dir:{folder}")' in body  # where it really is
+    assert f"--prior local-dir:{folder} --task sr --factor 4 --input photo.png --crop 96" in body
 
 
 def test_energy_card_shows_energy_usage_not_a_blind_denoiser():
@@ -69,6 +70,24 @@ def test_energy_card_shows_energy_usage_not_a_blind_denoiser():
     assert "x_hat = net(y) " not in card and "priorlab denoise" not in card  # σ is required by an energy model
     assert "guth2025dual" in card and "Log-probabilities of images" in card
     assert "log_prob only at 28x28 with 1 channel(s)" in card  # the size its normalization holds for
+    assert "--data folder:my_images/ --resolution 28 --out logp/" in card  # folders of other sizes are resized
+    assert "\nAn energy prior for gray natural images" in card
+
+
+def test_card_timm_example_runs_in_a_fresh_process_as_written():
+    import subprocess
+    import sys
+
+    from priorlab.zoo.card import render_card
+
+    card = render_card(zoo.read_config(zoo.get_prior("bf-dncnn-small-gray").bundled_path()),
+                       timm_name="bf_dncnn_small.bsd400_gray_cpu")
+    block = card.split("From timm")[1].split("```python\n")[1].split("```")[0]
+    assert block.startswith("import priorlab.zoo")
+    code = block + "import torch\nfrom priorlab import zoo\nref = zoo.load('bf-dncnn-small-gray')\n" \
+        "assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))\n"
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
 
 
 def test_exported_energy_config_records_the_calibration_shape():
@@ -238,8 +257,10 @@ def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     out_dir = tmp_path / "exported"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out_dir), "--name", "my-prior",
-                 "--metrics", str(tmp_path / "bench.json"), "--limitations", "Weak at low noise."]) == 0
-    assert "## Limitations\n\nWeak at low noise." in (out_dir / "README.md").read_text()
+                 "--metrics", str(tmp_path / "bench.json"), "--limitations", "Weak at low noise.",
+                 "--load_spec", "hf-hub:org/my-prior"]) == 0
+    card = (out_dir / "README.md").read_text()
+    assert "## Limitations\n\nWeak at low noise." in card and 'zoo.load("hf-hub:org/my-prior")' in card
     cfg = json.loads((out_dir / "config.json").read_text())
     assert cfg["metrics"][0] == {"dataset": "set12", "split": "test", "sigma_255": 25.0, "images": 2,
                                  "noise_seed": 0, "psnr_in": 20.2, "psnr": 28.5, "ssim": 0.5, "bm3d_psnr": 29.5,

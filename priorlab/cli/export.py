@@ -35,6 +35,9 @@ def build_parser():
     p.add_argument("--limitations", type=str | None, default=None,
                    help="the card's limitations paragraph (default: a generic one for natural-image priors)")
     p.add_argument("--timm_name", type=str | None, default=None, help="arch.tag when the prior has a timm name")
+    p.add_argument("--load_spec", type=str | None, default=None, help=(
+        "what the card's examples pass to zoo.load / --prior (default: local-dir:OUT); for a folder you will "
+        "push, hf-hub:ORG/NAME"))
     p.add_argument("--overwrite", action="store_true",
                    help="replace config.json, model.safetensors and README.md in an existing folder")
     return p
@@ -118,10 +121,10 @@ def run(args: list[str]) -> int:
         training = {"data": cfg.data, **training}
     folder = export_checkpoint(cfg.ckpt, cfg.out, name=cfg.name, training=training, metrics=metrics,
                                metrics_source=source, summary=cfg.summary, limitations=cfg.limitations,
-                               timm_name=cfg.timm_name, overwrite=cfg.overwrite)
+                               timm_name=cfg.timm_name, load_spec=cfg.load_spec, overwrite=cfg.overwrite)
     from priorlab.zoo.artifact import WEIGHTS_NAME, sha256_file
 
     print(f"wrote {folder}/: config.json, {WEIGHTS_NAME} (sha256 {sha256_file(folder / WEIGHTS_NAME)}), README.md")
     print(f"load it with priorlab.zoo.load('local-dir:{folder}'); publish it with "
-          f"priorlab hub push {folder} --repo_id ORG/NAME")
+          f"priorlab hub push {folder} --repo-id ORG/NAME")
     return 0

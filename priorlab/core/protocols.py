@@ -62,15 +62,15 @@ def check_images(x: torch.Tensor, *, channels: int | None = None, name: str = "i
         raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(x.shape)}; "
                          "add a batch axis with x[None] for a single image")
     if channels is not None and x.shape[1] != channels:
-        raise ValueError(f"{name} have {x.shape[1]} channel(s) but the model expects {channels} "
+        raise ValueError(f"{name}: {x.shape[1]} channel(s), but the model expects {channels} "
                          f"({'gray' if channels == 1 else 'RGB' if channels == 3 else str(channels)})"
                          f"; convert the image to {'gray' if channels == 1 else 'RGB'} (on the command line: "
                          f"--convert {'gray' if channels == 1 else 'rgb'}) or pick a model with matching channels")
     if min(x.shape[-2:]) < min_size:
-        raise ValueError(f"{name} are {x.shape[-2]}x{x.shape[-1]} pixels, smaller than this model's "
+        raise ValueError(f"{name}: {x.shape[-2]}x{x.shape[-1]} pixels, smaller than this model's "
                          f"minimum size {min_size}x{min_size}")
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
+        raise ValueError(f"{name}: NaN or infinite values")
     if check_range and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"{name} must have values in [0, 1], got [{x.min().item():.3g}, {x.max().item():.3g}]; "
                          "divide 8-bit images by 255")

@@ -85,6 +85,11 @@ class DenoiseFigure(pl.Callback):
                                                 f"mean output PSNR {self.last_psnr:.2f} dB")
         fig.canvas.draw()
         image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        if trainer.fast_dev_run:  # a smoke run: drawn, but like Lightning's loggers and checkpoints, no files
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+            return None
         path = save_figure(fig, Path(trainer.log_dir or trainer.default_root_dir) / "figures" / name)
         _log_image(trainer, f"denoised_sigma{self.sigma_255:g}", image)
         self.last_path = path

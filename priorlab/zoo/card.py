@@ -190,7 +190,7 @@ x_hat = net(y)                        # y: (B, {channels}, H, W) noisy images in
 ```bash
 priorlab denoise --prior {load_spec} --input photo.png --sigma 25 --output denoised.png
 priorlab sample  --prior {load_spec} --num 16 --size 64 --out samples.png
-priorlab solve   --prior {load_spec} --task sr --factor 4 --input photo.png --out sr/
+priorlab solve   --prior {load_spec} --task sr --factor 4 --input photo.png --crop 96 --out sr/
 ```"""
 
 _ENERGY_USAGE = """```python
@@ -202,8 +202,8 @@ x_hat = net(y, sigma)                 # its denoiser y - sigma^2 grad U(y, sigma
 ```
 
 ```bash
-priorlab logp --prior {load_spec} --data folder:my_images/ --out logp/   # bits/dim, histogram, JSON
-priorlab logp --prior {load_spec} --data folder:my_images/ --limit 8 --estimator both --out cmp/  # vs the ODE
+priorlab logp --prior {load_spec} --data folder:my_images/{resolution} --out logp/   # bits/dim, histogram, JSON
+priorlab logp --prior {load_spec} --data folder:my_images/{resolution} --limit 8 --estimator both --out cmp/  # vs ODE
 ```"""
 
 ENERGY_INTENDED_USE = ("Log-probabilities of images like its training data in one forward pass (bits/dim "
@@ -231,15 +231,20 @@ def render_card(config: dict[str, Any], *, name: str | None = None, load_spec: s
     load_spec = load_spec or name
     papers = ["bias_free", "implicit_prior", "generalization"] + (["dual_score"] if config["kind"] == "energy" else [])
     timm_usage = "" if not timm_name else (
-        "\nFrom timm (after `import priorlab.zoo`, which registers the entry points):\n\n```python\nimport timm\n\n"
+        "\nFrom timm (`import priorlab.zoo` registers the architectures and these weights with timm):\n\n"
+        "```python\nimport priorlab.zoo  # noqa: F401\nimport timm\n\n"
         f'net = timm.create_model("{timm_name}", pretrained=True)\n```\n')
     template = Template((resources.files("priorlab.zoo") / "card_template.md").read_text())
+    shape = config.get("calibration_shape")  # an energy model's log p is calibrated for one image size
+    resolution = f" --resolution {shape[-1]}" if shape and shape[-1] == shape[-2] else ""
+    bias_free = not config["init_args"].get("bias", True)
+    article = "A" if bias_free or config["kind"][0] not in "aeiou" else "An"
     usage = (_ENERGY_USAGE if config["kind"] == "energy" else _DENOISER_USAGE).format(
-        load_spec=load_spec, channels=config["channels"])
+        load_spec=load_spec, channels=config["channels"], resolution=resolution)
     return template.substitute(
         front_matter=_front_matter(config, name, license_id),
         title=name,
-        summary=summary or (f"A {'bias-free ' if not config['init_args'].get('bias', True) else ''}"
+        summary=summary or (f"{article} {'bias-free ' if bias_free else ''}"
                             f"{config['kind']} prior for {'gray' if config['channels'] == 1 else 'color'} natural "
                             f"images, trained with [priorlab](https://github.com/priorlab/priorlab)."),
         usage=usage, timm_usage=timm_usage,

@@ -201,7 +201,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
                       training: dict[str, Any] | None = None, metrics: list[dict[str, Any]] | None = None,
                       metrics_source: str | None = None, summary: str | None = None,
                       intended_use: str | None = None, limitations: str | None = None,
-                      timm_name: str | None = None, overwrite: bool = False) -> Path:
+                      timm_name: str | None = None, load_spec: str | None = None,
+                      overwrite: bool = False) -> Path:
     """Turn a priorlab Lightning checkpoint into a prior folder ready for ``priorlab hub push``.
 
     The checkpoint's ``state_dict`` holds the EMA weights when training used the EMA callback
@@ -218,6 +219,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
         metrics_source: the command that measured them.
         summary, intended_use, limitations: card paragraphs.
         timm_name: ``arch.tag`` when the prior is in the catalog with a timm tag.
+        load_spec: what the card tells users to pass to ``zoo.load`` / ``--prior`` (default
+            ``local-dir:<out>``; give ``hf-hub:ORG/NAME`` for a folder to be pushed to the Hub).
         overwrite: replace config.json, model.safetensors and README.md in an existing folder.
 
     Returns:
@@ -231,6 +234,6 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     config = build_config(net, kind=meta.get("kind", "denoiser"), sigma_range_255=meta["sigma_range_255"],
                           training=training, metrics=metrics, name=name, extra=extra)
     params = sum(p.numel() for p in net.parameters())
-    card = render_card(config, name=name, params=params, summary=summary, intended_use=intended_use,
-                       limitations=limitations, timm_name=timm_name)
+    card = render_card(config, name=name, load_spec=load_spec or f"local-dir:{out}", params=params,
+                       summary=summary, intended_use=intended_use, limitations=limitations, timm_name=timm_name)
     return save_folder(net, config, out, card=card, overwrite=overwrite)

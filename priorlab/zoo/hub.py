@@ -83,9 +83,12 @@ def _explain(err: Exception, repo_id: str, revision: str | None, filename: str) 
         return HubError(f"{filename} is missing from {where}: not a priorlab prior folder "
                         "(it needs config.json and model.safetensors)")
     if isinstance(err, errors.LocalEntryNotFoundError):
+        from huggingface_hub import constants
+
+        fix = ("unset HF_HUB_OFFLINE and, with network, run" if constants.HF_HUB_OFFLINE
+               else "fetch it once with network:")
         return HubError(f"{filename} of {where} is not in the local Hugging Face cache and the Hub cannot be reached "
-                        "(HF_HUB_OFFLINE=1 or no network). Fetch it once while online: "
-                        f"`priorlab hub pull hf-hub:{where}`")
+                        f"(HF_HUB_OFFLINE=1 or no network); {fix} `priorlab hub pull hf-hub:{where}`")
     if isinstance(err, errors.OfflineModeIsEnabled):
         return HubError(f"cannot download {filename} of {where}: HF_HUB_OFFLINE=1 is set; unset it or pull the "
                         "prior while online")
