@@ -38,7 +38,7 @@ from priorlab.benchmarks.denoising import (
     published_like,
     summarize,
 )
-from priorlab.files import write_text_atomic
+from priorlab.files import refuse_to_replace, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -278,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = args.tag or re.sub(r"[^A-Za-z0-9_.-]+", "_", models[0].label)
     out = args.out or REPO / "docs" / f"denoise_quality_{tag}.md"
     json_out = None if args.json is None else Path(args.json) if args.json else out.with_suffix(".json")
-    for path in (out, json_out):
-        if path is not None and path.exists() and not args.overwrite:
-            raise SystemExit(f"{path} exists; pass --overwrite to replace it")
+    refuse_to_replace(out, json_out, overwrite=args.overwrite)
 
     datasets: list[Dataset] = []
     for name in args.datasets:

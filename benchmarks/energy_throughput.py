@@ -32,7 +32,7 @@ import torch
 
 from priorlab.benchmarks.denoising import describe_machine
 from priorlab.core.energy import full_precision
-from priorlab.files import write_text_atomic
+from priorlab.files import refuse_to_replace, write_text_atomic
 from priorlab.lightning_modules import DualScoreModule
 
 
@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet's forward (log_prob and forward only; implies --skip-training)")
     p.add_argument("--json", type=Path, default=None, help="write the figures here (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = p.parse_args(argv)
+    refuse_to_replace(args.json, overwrite=args.overwrite)
     results = run(args)
     if args.json is not None:
         write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")

@@ -28,6 +28,7 @@ from priorlab.core.energy import GaussianEnergy
 from priorlab.core.likelihood import bits_per_dim, mean_and_stderr
 from priorlab.core.losses import denoising_loss, dsm_loss, tsm_loss
 from priorlab.datamodules import GaussianFieldDataModule
+from priorlab.files import refuse_to_replace, write_text_atomic
 from priorlab.lightning_modules import EMA, DualScoreModule
 from priorlab.zoo import create_model, load
 from priorlab.zoo.artifact import build_config, save_folder
@@ -136,7 +137,9 @@ def main() -> None:
                         help="also save the trained network (a prior folder: config.json + model.safetensors)")
     parser.add_argument("--load", type=Path, default=None,
                         help="skip training: evaluate this saved network (a --save folder) instead")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args()
+    refuse_to_replace(args.out, overwrite=args.overwrite)
 
     pl.seed_everything(args.seed, verbose=False)
     data = GaussianFieldDataModule(size=args.size, alpha=args.alpha, variance=args.variance, mean=0.5,
@@ -229,8 +232,7 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_text_atomic(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from priorlab import solvers
 from priorlab.cli.io import read_image
 from priorlab.datamodules import load_photo
 from priorlab.datamodules.photos import TEST_PHOTOS
-from priorlab.files import write_text_atomic
+from priorlab.files import refuse_to_replace, write_text_atomic
 from priorlab.zoo import load
 
 try:  # the peers need deepinv (the `bench` extra); without it only ours and the baselines run
@@ -240,7 +240,9 @@ def main() -> None:
                         "one table")
     p.add_argument("--out", type=Path, default=None, help="markdown report (default: print only)")
     p.add_argument("--json", type=Path, default=None, help="per-image records")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = p.parse_args()
+    refuse_to_replace(args.out, args.json, overwrite=args.overwrite)
     torch.set_num_threads(1)  # the documented timings are single-threaded (OMP_NUM_THREADS=1 as well)
     if args.merge:
         return merge(args)

@@ -24,7 +24,7 @@ import torch
 
 from priorlab.benchmarks.denoising import describe_machine
 from priorlab.benchmarks.logp import LogProbResult, energy_log_prob, ode_log_prob
-from priorlab.files import write_text_atomic
+from priorlab.files import refuse_to_replace, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save_ckpt", default=None, help="also save the model trained here (.ckpt)")
     p.add_argument("--out", default=str(REPO / "docs" / "figures" / "logp_speed.json"))
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = p.parse_args()
+    refuse_to_replace(args.out, overwrite=args.overwrite)
     torch.set_num_threads(args.threads)
 
     from priorlab.datamodules.fashion_mnist import load_fashion_mnist

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from priorlab.benchmarks.denoising import describe_machine
-from priorlab.files import write_text_atomic
+from priorlab.files import refuse_to_replace, write_text_atomic
 from priorlab.samplers import sample_adaptive
 from priorlab.zoo import load
 
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json", type=Path, default=None, help="write the figures here (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = p.parse_args(argv)
+    refuse_to_replace(args.json, overwrite=args.overwrite)
     if min(args.batches) < 1 or args.size < 1:
         p.error("batch sizes and --size must be >= 1")
     results = run(args)

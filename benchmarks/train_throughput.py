@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from priorlab.files import write_text_atomic
+from priorlab.files import refuse_to_replace, write_text_atomic
 
 PRESETS: dict[str, dict[str, Any]] = {
     "dncnn": {"arch": "bf_dncnn", "in_chans": 1, "patch": 50},  # BF-DnCNN recipe (algorithms.md §2.6)
@@ -291,8 +291,7 @@ def markdown_rows(cfg: BenchConfig, plain: Throughput, lightning: Throughput, ma
 
 
 def write_json(path: Path, payload: dict[str, Any], overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise SystemExit(f"{path} exists; pass --overwrite to replace it")
+    refuse_to_replace(path, overwrite=overwrite)
     write_text_atomic(path, json.dumps(payload, indent=1))
 
 
@@ -350,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.json is not None and args.json.exists() and not args.overwrite:
-        raise SystemExit(f"{args.json} exists; pass --overwrite to replace it")
+    refuse_to_replace(args.json, overwrite=args.overwrite)
     # The same cuDNN autotuning for both (Lightning's Trainer(benchmark=...) is given this value).
     torch.backends.cudnn.benchmark = torch.device(cfg.device).type == "cuda"
     patches = make_patches(cfg)

@@ -38,3 +38,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def refuse_to_replace(*paths: str | Path | None, overwrite: bool = False, flag: str = "--overwrite") -> None:
+    """Stop before any work when an output already exists (``None`` entries are skipped).
+
+    Raises:
+        SystemExit: naming the first existing path and the flag that allows replacing it (for scripts and
+            commands: the message is the whole error, no traceback).
+    """
+    if overwrite:
+        return
+    for path in paths:
+        if path is not None and Path(path).exists():
+            raise SystemExit(f"{path} exists; pass {flag} to replace it (nothing was written)")

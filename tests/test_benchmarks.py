@@ -199,7 +199,8 @@ def test_energy_throughput_measures_log_prob_and_both_training_steps_on_cpu(tmp_
         assert res[key] > 0, key
     assert res["energy_over_denoiser"] == pytest.approx(res["energy_step_img_per_s"] / res["denoiser_step_img_per_s"])
     bench.main(["--arch", "test_energy_unet", "--in-chans", "1", "--size", "16", "--batch", "2", "--steps", "1",
-                "--warmup", "0", "--device", "cpu", "--skip-training", "--channels-last", "--json", str(out)])
+                "--warmup", "0", "--device", "cpu", "--skip-training", "--channels-last", "--json", str(out),
+                "--overwrite"])
     res = json.loads(out.read_text())
     assert res["channels_last"] and "energy_step_img_per_s" not in res and res["log_prob_img_per_s"] > 0
 

@@ -24,3 +24,15 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
+
+
+def test_refuse_to_replace_stops_before_work_and_names_the_flag(tmp_path):
+    from priorlab.files import refuse_to_replace
+
+    kept = tmp_path / "results.json"
+    kept.write_text("mine")
+    refuse_to_replace(None, tmp_path / "new.json")  # nothing there: no error
+    with pytest.raises(SystemExit, match=r"results.json exists; pass --overwrite to replace it"):
+        refuse_to_replace(tmp_path / "new.json", kept)
+    refuse_to_replace(kept, overwrite=True)
+    assert kept.read_text() == "mine"
