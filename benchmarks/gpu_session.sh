@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything one short GPU session measures and trains, in one command, within DEADLINE seconds:
-#   1. energy-model throughput (log_prob at 64x64x3 fp32; dual score matching vs denoiser training step, bf16),
+#   1. the foundation issue's training-throughput table, then the host-device syncs per training step
+#      (benchmarks/device_checks.sh)
+#   2. energy-model throughput (log_prob at 64x64x3 fp32; dual score matching vs denoiser training step, bf16),
 #      then log_prob again with cuDNN autotuning, channels_last, and a compiled forward
-#   2. the foundation issue's training-throughput table (benchmarks/device_checks.sh)
 #   3. batched sampling at 64x64 (benchmarks/sampling_throughput.py, bundled bf-unet-small-color)
 #   4. training for the time that is left, TRAIN=
 #      bf-dncnn-gray (default): configs/bf_dncnn_bsd400_gray.yaml with a schedule compressed to 13 epochs
@@ -10,7 +11,7 @@
 #        with BFDNCNN_INIT=PATH it starts from those weights; then its BSD68 PSNR at 7 noise levels (no BM3D)
 #      dsm: dsm-energy-fashion-mnist (configs/dsm_energy_fashion_mnist_gpu.yaml), starting from the weights of
 #        DSM_INIT (default: the shipped dsm-energy-fashion-mnist; empty: from scratch), Fashion-MNIST from FMNIST
-# SKIP_ENERGY=1, SKIP_THROUGHPUT=1, SKIP_SAMPLING=1 skip steps 1-3 (a session that only trains); TRAIN=none skips 4.
+# SKIP_THROUGHPUT=1, SKIP_ENERGY=1, SKIP_SAMPLING=1 skip steps 1-3 (a session that only trains); TRAIN=none skips 4.
 # Data travels in .gpu/ (ignored by git; carry it): cp -r ../shared/data/{bsd400,set12,bsd68} .gpu/ and/or
 # cp /usr/share/datasets/fashion-mnist/*images* .gpu/fmnist/ (the working tree that travels must stay < 64 MiB).
 # Results under $OUT: JSON + logs, and the trained model as a slim checkpoint (EMA weights [+ C], no
@@ -70,8 +71,15 @@ else
   FIT=()
 fi
 
+if [ -z "${SKIP_THROUGHPUT:-}" ]; then
+echo "== [$(elapsed) s] 1. training throughput (device_checks.sh)"
+RUN_TIMEOUT=${RUN_TIMEOUT:-110} OUT="$WORK/throughput" PY=$PY bash benchmarks/device_checks.sh
+merge_json "$OUT/throughput.json" "$WORK"/throughput/*.json
+
+fi
+
 if [ -z "${SKIP_ENERGY:-}" ]; then
-echo "== [$(elapsed) s] 1. energy throughput"
+echo "== [$(elapsed) s] 2. energy throughput"
 timeout 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --json "$WORK/energy_default.json"
 timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark \
   --json "$WORK/energy_cudnn_benchmark.json"
@@ -80,13 +88,6 @@ timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudn
 timeout 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --compile --cudnn-benchmark \
   --json "$WORK/energy_compiled_cudnn_benchmark.json"
 merge_json "$OUT/energy_throughput.json" "$WORK"/energy_*.json
-
-fi
-
-if [ -z "${SKIP_THROUGHPUT:-}" ]; then
-echo "== [$(elapsed) s] 2. training throughput (device_checks.sh)"
-RUN_TIMEOUT=${RUN_TIMEOUT:-110} OUT="$WORK/throughput" PY=$PY bash benchmarks/device_checks.sh
-merge_json "$OUT/throughput.json" "$WORK"/throughput/*.json
 
 fi
 
