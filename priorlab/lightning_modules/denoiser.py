@@ -43,17 +43,17 @@ def _log_this_step(trainer: pl.Trainer) -> bool:
 def log_train_step(module: pl.LightningModule, values: dict[str, torch.Tensor], *, batch_size: int) -> None:
     """Log per-step training values on the steps whose values are written, without a host-device sync.
 
-    Lightning writes step values to the loggers every ``log_every_n_steps`` steps, and only the value logged
-    at that step; ``self.log`` on the steps in between costs host time (about 0.6 ms per step on a 2-core Xeon, a third
-    of Lightning's overhead over a plain loop: it moves its whole result collection to the value's device on
-    every call) and writes nothing, so
-    the values are logged only on the written steps and on the last step of each epoch and of the run
-    (``trainer.callback_metrics["train/loss"]`` is the value of the last of those steps, and is there for
-    checkpoint callbacks at the end of every epoch). They go to the logger as tensors, converted only when written.
-    Values logged with ``prog_bar=True`` would instead be converted to Python numbers after *every* batch, even
-    on steps that did not log them (an ``.item()`` that waits for the GPU and drains its queue of kernels;
-    docs/benchmarks.md). So the progress bar gets Python floats, converted here on the written steps under the
-    last part of the name (``train/loss`` shows as ``loss``), and nothing is converted without a progress bar.
+    Lightning writes step values to the loggers every ``log_every_n_steps`` steps, and only the value logged at
+    that step. ``self.log`` on the steps in between writes nothing but costs host time (about 0.6 ms per step on
+    a 2-core Xeon, a third of Lightning's overhead over a plain loop: it moves its whole result collection to the
+    value's device on every call), so the values are logged only on the written steps and on the last step of
+    each epoch and of the run (``trainer.callback_metrics["train/loss"]`` is the value of the last of those
+    steps, and is there for checkpoint callbacks at every epoch end). They go to the logger as tensors,
+    converted only when written. Values logged with ``prog_bar=True`` would instead be converted to Python
+    numbers after *every* batch, even on steps that did not log them (an ``.item()`` that waits for the GPU and
+    drains its queue of kernels; docs/benchmarks.md). So the progress bar gets Python floats, converted here on
+    the logged steps under the last part of the name (``train/loss`` shows as ``loss``), and nothing is
+    converted without a progress bar.
     """
     trainer = module._trainer
     if trainer is not None and not _log_this_step(trainer):
