@@ -107,6 +107,7 @@ def test_denoise_convert_gray(tmp_path, checkpoints):
     ("channels", "channel"),
     ("small", "minimum size"),
     ("exists", "exists"),
+    ("folder", "is a folder"),
     ("same", "over the input"),
     ("badckpt", "not a priorlab checkpoint"),
     ("sigma", "0-255"),
@@ -127,6 +128,10 @@ def test_denoise_errors_are_clear_and_harmless(tmp_path, checkpoints, capsys, ca
         args[1] = str(_png(tmp_path / "tiny.png", 3, size=(2, 9)))
     elif case == "exists":
         (tmp_path / "out.png").write_bytes(b"precious")
+    elif case == "folder":
+        (tmp_path / "outdir").mkdir()
+        args[3] = str(tmp_path / "outdir")
+        args.append("--overwrite")
     elif case == "same":
         args[3] = str(gray)
     elif case == "badckpt":
@@ -142,6 +147,20 @@ def test_denoise_errors_are_clear_and_harmless(tmp_path, checkpoints, capsys, ca
         assert p.read_bytes() == data, f"{p} was modified"
     if case != "exists":
         assert not (tmp_path / "out.png").exists()
+
+
+def test_denoise_and_solve_score_images_smaller_than_the_ssim_window(tmp_path, checkpoints, capsys):
+    """SSIM's 11-pixel window does not fit an 8x8 image: PSNR only, no traceback."""
+    import json
+
+    tiny = _png(tmp_path / "tiny.png", 1, size=(8, 8))
+    assert main(["denoise", "--ckpt", str(checkpoints[1]), "--input", str(tiny), "--sigma", "25",
+                 "--output", str(tmp_path / "o.png")]) == 0
+    assert "SSIM n/a -> n/a" in capsys.readouterr().out
+    assert main(["solve", "--prior", str(checkpoints[1]), "--task", "pixels", "--fraction", "0.5", "--input",
+                 str(tiny), "--samples", "1", "--max_steps", "3", "--out", str(tmp_path / "s")]) == 0
+    metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())["metrics"]
+    assert all(m["ssim"] is None and m["psnr"] > 0 for m in metrics)
 
 
 def test_read_image_handles_16_bit_and_palette(tmp_path):

@@ -120,6 +120,8 @@ def test_refuses_to_overwrite(tmp_path, priors, npz_data):
     ("wrong_size", ValueError, r"log-probabilities of 1x8x8 images .* has 1x6x6 images"),
     ("other_size", ValueError, r"log-probabilities of 1x8x8 images .* has 1x12x12 images.*--resolution 8"),
     ("bad_batch", ValueError, "--batch_size must be >= 1"),
+    ("no_images", ValueError, "holds no images"),
+    ("bad_tolerance", ValueError, "tolerances must be > 0"),
 ])
 def test_errors_are_clear(tmp_path, priors, npz_data, case, error, message):
     prior, data, extra = priors["denoiser"], npz_data, []
@@ -137,6 +139,12 @@ def test_errors_are_clear(tmp_path, priors, npz_data, case, error, message):
             data = f"folder:{tmp_path}"
     elif case == "bad_batch":
         extra = ["--batch-size", "0"]
+    elif case == "no_images":
+        (tmp_path / "empty").mkdir()
+        np.savez(tmp_path / "empty" / "val_data.npz", data=np.zeros((0, 3 * 8 * 8), dtype=np.uint8))
+        data, extra = f"npz:{tmp_path / 'empty'}", ["--estimator", "ode"]
+    elif case == "bad_tolerance":
+        extra = ["--estimator", "ode", "--rtol", "-1"]
     with pytest.raises(error, match=message):
         run(["--prior", prior, "--data", data, "--out", str(tmp_path / "out"), *extra])
     assert not (tmp_path / "out" / "logp.json").exists()

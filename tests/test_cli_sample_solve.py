@@ -144,6 +144,8 @@ def test_solve_channel_mismatch_and_existing_outputs(tmp_path, ckpts, capsys):
 def test_sample_rejects_bad_settings(tmp_path, ckpts, capsys):
     assert main(["sample", "--prior", str(ckpts[1]), "--beta", "0", "--out", str(tmp_path / "s.png")]) == 2
     assert "beta" in capsys.readouterr().err
+    assert main(["sample", "--prior", str(ckpts[1]), "--nrow", "-3", "--out", str(tmp_path / "s.png")]) == 2
+    assert "--nrow must be >= 1" in capsys.readouterr().err
     assert main(["sample", "--prior", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "s.png")]) == 2
 
 

@@ -427,6 +427,8 @@ def ode_log_prob(model: Any, images: torch.Tensor, *, batch_size: int = 16, dive
     """
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"the ODE solver's tolerances must be > 0, got rtol={rtol} and atol={atol}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     denoiser = energy_denoiser(model, differentiable=True) if callable(getattr(model, "energy", None)) else model

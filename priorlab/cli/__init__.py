@@ -27,7 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 # Errors a command reports as one line (exit code 2) instead of a traceback: bad input from the user.
-USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, TypeError, KeyError)
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError, TypeError,
+               KeyError)
 
 
 def usage() -> str:

@@ -303,6 +303,8 @@ def _basis(cfg, priors, files, g, meta, paths) -> int:
 
 
 def _dimensionality(cfg, priors, files, g, meta, paths) -> int:
+    if cfg.patches < 1 or cfg.patch_size < 1:
+        raise ValueError(f"--patches and --patch_size must be >= 1, got {cfg.patches} and {cfg.patch_size}")
     import torch
 
     from priorlab.analysis import effective_dimensionality

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from priorlab.cli.io import check_output, read_image, write_image
+from priorlab.cli.io import SSIM_WINDOW, check_output, format_ssim, read_image, ssim_score, write_image
 
 
 def build_parser():
@@ -37,7 +37,6 @@ def build_parser():
 def run(args: list[str]) -> int:
     import torch
     from torchmetrics.functional.image import peak_signal_noise_ratio as psnr_fn
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
     from priorlab.core import add_noise, check_images, sigma_from_255
     from priorlab.zoo import load
@@ -87,11 +86,11 @@ def run(args: list[str]) -> int:
     if clean is not None:
         psnr_in = psnr_fn(y.clamp(0, 1), clean, data_range=1.0).item()
         psnr_out = psnr_fn(x_out, clean, data_range=1.0).item()
-        ssim_in = ssim_fn(y.clamp(0, 1), clean, data_range=1.0).item()
-        ssim_out = ssim_fn(x_out, clean, data_range=1.0).item()
+        ssim_in, ssim_out = ssim_score(y.clamp(0, 1), clean), ssim_score(x_out, clean)
         label = f"sigma {cfg.sigma:g}/255, seed {cfg.seed}" if cfg.sigma is not None else "given noisy input"
-        print(f"{label}: PSNR {psnr_in:.2f} -> {psnr_out:.2f} dB, SSIM {ssim_in:.4f} -> {ssim_out:.4f} "
-              "(noisy input clipped to [0, 1] for its scores)")
+        ssim_note = "" if ssim_out is not None else f", SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels"
+        print(f"{label}: PSNR {psnr_in:.2f} -> {psnr_out:.2f} dB, SSIM {format_ssim(ssim_in)} -> "
+              f"{format_ssim(ssim_out)} (noisy input clipped to [0, 1] for its scores{ssim_note})")
     if cfg.save_noisy:
         write_image(y[0].clamp(0, 1), cfg.save_noisy)
         print(f"noisy input -> {cfg.save_noisy}")

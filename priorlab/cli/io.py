@@ -44,6 +44,8 @@ def write_image(x, path: str | Path) -> Path:
 
 
 def check_output(path: Path, inputs: list[Path], overwrite: bool) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the output a file name, e.g. {path / 'out.png'}")
     for p in inputs:
         if p.exists() and path.exists() and path.resolve() == p.resolve():
             raise ValueError(f"refusing to write the output over the input file {p}")
@@ -51,6 +53,23 @@ def check_output(path: Path, inputs: list[Path], overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     if path.suffix.lower() not in ("", ".png", ".tif", ".tiff", ".bmp"):
         raise ValueError(f"write outputs as lossless PNG/TIFF/BMP, not {path.suffix!r}")
+
+
+SSIM_WINDOW = 11  # torchmetrics' default Gaussian window: images must be at least this wide and high
+
+
+def ssim_score(img, ref) -> float | None:
+    """SSIM of (1, C, H, W) images in [0, 1] (torchmetrics, Gaussian window 11, σ 1.5); None for images
+    smaller than the window, where SSIM is not defined."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    if min(img.shape[-2:]) < SSIM_WINDOW:
+        return None
+    return float(structural_similarity_index_measure(img, ref, data_range=1.0))
+
+
+def format_ssim(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def progress_interval() -> float:

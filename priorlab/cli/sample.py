@@ -116,6 +116,8 @@ def run(args: list[str]) -> int:
     cfg = build_parser().parse_args(args)
     if cfg.num < 1 or cfg.size < 1:
         raise ValueError(f"--num and --size must be positive, got {cfg.num} and {cfg.size}")
+    if cfg.nrow is not None and cfg.nrow < 1:
+        raise ValueError(f"--nrow must be >= 1 (images per grid row), got {cfg.nrow}")
     out = Path(cfg.out)
     conv = out.with_name(f"{out.stem}_convergence.png")
     meta = out.with_suffix(".json")

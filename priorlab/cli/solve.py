@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from priorlab.cli.io import check_output, read_image, write_image
+from priorlab.cli.io import check_output, format_ssim, read_image, ssim_score, write_image
 from priorlab.cli.sample import ProgressBar, add_ascent_arguments, write_json
 
 TASKS = ("inpaint", "pixels", "sr", "deblur", "cs", "demosaic")
@@ -108,7 +108,6 @@ def solve_figure(panels, title: str):
 def run(args: list[str]) -> int:
     import torch
     from torchmetrics.functional.image import peak_signal_noise_ratio as psnr_fn
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
     from priorlab.core import check_images
     from priorlab.plotting import save_figure
@@ -167,7 +166,7 @@ def run(args: list[str]) -> int:
 
     def scores(img):
         img = img.reshape(1, *x.shape[1:]).clamp(0, 1)
-        return (psnr_fn(img, x, data_range=1.0).item(), ssim_fn(img, x, data_range=1.0).item())
+        return (psnr_fn(img, x, data_range=1.0).item(), ssim_score(img, x))
 
     rows = [(naive_label, *scores(naive), None)]
     rows += [(f"sample {i}", *scores(samples[i]), int(res.steps[0, i])) for i in range(cfg.samples)]
@@ -192,13 +191,14 @@ def run(args: list[str]) -> int:
                     steps=res.steps[0].tolist(), final_sigma=[round(float(s), 6) for s in res.final_sigma[0]],
                     converged=res.converged[0].tolist(), diverged=res.diverged[0].tolist(),
                     measurement_error_before_reprojection=[round(float(e), 6) for e in res.measurement_error[0]],
-                    metrics=[dict(name=n, psnr=round(p, 3), ssim=round(s, 4), steps=st) for n, p, s, st in rows]),
+                    metrics=[dict(name=n, psnr=round(p, 3), ssim=None if s is None else round(s, 4), steps=st)
+                             for n, p, s, st in rows]),
                out / "metrics.json")
     print(f"{cfg.task} on {inp.name} ({x.shape[1]}x{x.shape[2]}x{x.shape[3]}, {op.num_measurements} measurements, "
           f"{op.fraction:.1%}): {cfg.samples} samples in {elapsed:.1f} s")
     print(f"{'':<16}{'PSNR dB':>9}{'SSIM':>8}{'steps':>7}")
     for name, p, s, st in rows:
-        print(f"{name:<16}{p:>9.2f}{s:>8.4f}{'' if st is None else st:>7}")
+        print(f"{name:<16}{p:>9.2f}{format_ssim(s):>8}{'' if st is None else st:>7}")
     if res.diverged.any() or not res.converged.all():
         print(f"warning: {int((~res.converged).sum())} chain(s) did not converge (see metrics.json)")
     print(f"outputs -> {out}/")

@@ -332,6 +332,8 @@ def load_images(data: str, *, split: str = "val", limit: int | None = None, chan
                          "hf:NAME")
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"{data}: expected uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
+    if len(images) == 0:
+        raise ValueError(f"{data} ({split}) holds no images")
     if channels is not None:
         images, note = to_channels(images, channels)
         version += f", {note}" if note else ""
