@@ -108,6 +108,8 @@ def test_denoise_convert_gray(tmp_path, checkpoints):
     ("small", "minimum size"),
     ("exists", "exists"),
     ("folder", "is a folder"),
+    ("float_tiff", "32-bit float"),
+    ("same_outputs", "must be different files"),
     ("same", "over the input"),
     ("badckpt", "not a priorlab checkpoint"),
     ("sigma", "0-255"),
@@ -128,6 +130,11 @@ def test_denoise_errors_are_clear_and_harmless(tmp_path, checkpoints, capsys, ca
         args[1] = str(_png(tmp_path / "tiny.png", 3, size=(2, 9)))
     elif case == "exists":
         (tmp_path / "out.png").write_bytes(b"precious")
+    elif case == "float_tiff":
+        Image.fromarray(np.full((16, 16), np.nan, dtype=np.float32), mode="F").save(tmp_path / "f.tif")
+        args[1] = str(tmp_path / "f.tif")
+    elif case == "same_outputs":
+        args += ["--figure", str(tmp_path / "out.png")]
     elif case == "folder":
         (tmp_path / "outdir").mkdir()
         args[3] = str(tmp_path / "outdir")

@@ -77,6 +77,9 @@ def test_analyze_writes_figures_and_json(tmp_path, ckpt, sub, capsys):
     ("two_priors", "one --prior"),
     ("pixel", "outside"),
     ("published", "published curves exist for bsd68"),
+    ("num_eigen", "--num_eigen must be >= 1"),
+    ("max_images", "--max_images must be >= 1"),
+    ("probes", "--probes must be >= 2"),
 ])
 def test_analyze_errors_are_clear(tmp_path, ckpt, capsys, case, message):
     img = _png(tmp_path / "img.png")
@@ -95,6 +98,12 @@ def test_analyze_errors_are_clear(tmp_path, ckpt, capsys, case, message):
         sub, args = "filters", args + ["--pixels", "8,0"]
     elif case == "published":
         sub, args = "noise-generalization", ["--input", str(img), "--published", "set99"]
+    elif case == "num_eigen":
+        args += ["--num_eigen", "0"]
+    elif case == "max_images":
+        sub, args = "noise-generalization", ["--input", str(img), "--max_images", "0"]
+    elif case == "probes":
+        args += ["--probes", "1"]
     rc = main(["analyze", sub, "--prior", str(ckpt), *args, "--out", str(tmp_path / "out")])
     assert rc == 2
     assert message in capsys.readouterr().err

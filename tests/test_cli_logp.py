@@ -122,6 +122,8 @@ def test_refuses_to_overwrite(tmp_path, priors, npz_data):
     ("bad_batch", ValueError, "--batch_size must be >= 1"),
     ("no_images", ValueError, "holds no images"),
     ("bad_tolerance", ValueError, "tolerances must be > 0"),
+    ("fixed_size_resolution", ValueError, "applies to folder: and hf: data"),
+    ("upsampling_resolution", ValueError, "box resizing only downsamples"),
 ])
 def test_errors_are_clear(tmp_path, priors, npz_data, case, error, message):
     prior, data, extra = priors["denoiser"], npz_data, []
@@ -145,6 +147,12 @@ def test_errors_are_clear(tmp_path, priors, npz_data, case, error, message):
         data, extra = f"npz:{tmp_path / 'empty'}", ["--estimator", "ode"]
     elif case == "bad_tolerance":
         extra = ["--estimator", "ode", "--rtol", "-1"]
+    elif case == "fixed_size_resolution":
+        extra = ["--estimator", "ode", "--resolution", "4"]
+    elif case == "upsampling_resolution":
+        (tmp_path / "small").mkdir()
+        Image.fromarray(np.zeros((6, 6), dtype=np.uint8)).save(tmp_path / "small" / "a.png")
+        data, extra = f"folder:{tmp_path / 'small'}", ["--estimator", "ode", "--resolution", "12"]
     with pytest.raises(error, match=message):
         run(["--prior", prior, "--data", data, "--out", str(tmp_path / "out"), *extra])
     assert not (tmp_path / "out" / "logp.json").exists()

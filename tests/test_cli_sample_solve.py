@@ -119,6 +119,9 @@ def test_solve_demosaic_color(tmp_path, ckpts):
     (["--task", "sr", "--factor", "2", "--blur_sigma", "1.0"], "--blur_sigma applies"),
     (["--task", "deblur", "--blur_sigma", "1.0", "--fraction", "0.2"], "not both"),
     (["--task", "deblur", "--blur_sigma", "0"], "blur_sigma must be > 0"),
+    (["--task", "sr", "--box", "1", "2", "3", "4"], "--box applies to the inpaint task"),
+    (["--task", "inpaint", "--factor", "2"], "--factor applies to the sr task"),
+    (["--task", "pixels", "--mosaic", "cones"], "--mosaic applies to the demosaic task"),
 ])
 def test_solve_errors(tmp_path, ckpts, capsys, extra, message):
     img = _png(tmp_path / "in.png", 1)
@@ -139,6 +142,13 @@ def test_solve_channel_mismatch_and_existing_outputs(tmp_path, ckpts, capsys):
     assert main(base + ["--convert", "gray"]) == 0
     assert main(base + ["--convert", "gray"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # more samples before: --overwrite with fewer would leave sample_1.png beside a metrics.json of one sample
+    more = [a if a != "1" else "2" for a in base]
+    assert main(more + ["--convert", "gray", "--overwrite"]) == 0
+    before = (tmp_path / "o" / "metrics.json").read_bytes()
+    assert main(base + ["--convert", "gray", "--overwrite"]) == 2
+    assert "sample_1.png from an earlier run" in capsys.readouterr().err
+    assert (tmp_path / "o" / "metrics.json").read_bytes() == before
 
 
 def test_sample_rejects_bad_settings(tmp_path, ckpts, capsys):

@@ -39,6 +39,21 @@ def test_quickstart_config_fits_and_tests_through_the_cli(tmp_path, monkeypatch,
     assert "test/psnr_25" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("init_from, message", [
+    ("bf-dncnn-smal-gray", "Did you mean 'bf-dncnn-small-gray'"),
+    ("missing.ckpt", "checkpoint not found"),
+    ("bf-unet-small-gray", "but this module builds"),
+])
+def test_fit_with_a_bad_init_from_is_one_line(tmp_path, monkeypatch, capsys, init_from, message):
+    """jsonargparse wraps the constructor's error in a long traceback; the CLI prints the user error alone."""
+    monkeypatch.chdir(tmp_path)
+    rc = main(["fit", "--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.fast_dev_run", "true",
+               "--model.init_args.init_from", init_from])
+    err = capsys.readouterr().err
+    assert rc == 2 and "priorlab fit: error: " in err and message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_import_priorlab_is_light():
     code = "import sys, priorlab; print(sorted(m for m in ('lightning', 'timm', 'datasets', 'wandb', " \

@@ -269,6 +269,10 @@ def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out_dir)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[1, 2, 3]")
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "e2"), "--metrics",
+                 str(tmp_path / "list.json")]) == 2
+    assert "every record must be an object" in capsys.readouterr().err and not (tmp_path / "e2").exists()
 
 
 def test_card_training_is_read_from_the_checkpoint_and_explicit_options_win(tmp_path, monkeypatch, capsys):

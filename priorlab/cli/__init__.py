@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if not isinstance(err, (*USER_ERRORS, HubError)):
                 raise
-            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-            print(f"priorlab {args[0]}: error: {msg}", file=sys.stderr)
+            print(f"priorlab {args[0]}: error: {_message(err)}", file=sys.stderr)
             return 2
     if args and args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
         print(f"priorlab: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
@@ -63,8 +62,39 @@ def main(argv: list[str] | None = None) -> int:
     from priorlab.cli.lightning import run_lightning_cli
 
     # args=None lets LightningCLI read sys.argv itself (it warns when given both).
-    run_lightning_cli(None if argv is None else args)
+    try:
+        run_lightning_cli(None if argv is None else args)
+    except ValueError as err:
+        # A bad model/data argument (e.g. --model.init_args.init_from with an unknown prior) raises a user error in
+        # our constructor, which jsonargparse wraps as "Does not validate against any of the Union subtypes" with
+        # the real message at the end of a long traceback: report the user error as one line.
+        cause = _user_error_cause(err)
+        if cause is None:
+            raise
+        print(f"priorlab {args[0] if args else 'fit'}: error: {_message(cause)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _message(err: BaseException) -> object:
+    return err.args[0] if isinstance(err, KeyError) and err.args else err
+
+
+def _user_error_cause(err: BaseException) -> BaseException | None:
+    """The user error (FileNotFoundError, KeyError, ValueError...) raised by priorlab under ``err``, if any."""
+    from priorlab.zoo.hub import HubError
+
+    seen, cause = set(), err.__cause__ or err.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        raised_by_priorlab = tb is not None and "/priorlab/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if isinstance(cause, (*USER_ERRORS, HubError)) and raised_by_priorlab:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 __all__ = ["COMMANDS", "main", "read_image", "write_image"]

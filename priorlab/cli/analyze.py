@@ -184,6 +184,14 @@ def run(args: list[str]) -> int:
     for s in [getattr(cfg, "sigma", None), *(getattr(cfg, "sigmas", None) or [])]:
         if s is not None and not 0 < s <= 255:
             raise ValueError(f"noise levels are on the 0-255 scale and must be in (0, 255], got {s:g}")
+    for option, least in (("num_eigen", 1), ("iters", 1), ("probes", 2), ("max_images", 1), ("patches", 1),
+                          ("patch_size", 1)):
+        value = getattr(cfg, option, None)
+        if value is not None and value < least:
+            raise ValueError(f"--{option} must be >= {least}, got {value}"
+                             + (" (a standard error needs two probes)" if option == "probes" else ""))
+    if getattr(cfg, "max_exact_mb", None) is not None and not cfg.max_exact_mb > 0:
+        raise ValueError(f"--max_exact_mb must be > 0, got {cfg.max_exact_mb:g}")
     if name != "noise-generalization" and len(cfg.prior) != 1:
         raise ValueError(f"`analyze {name}` takes one --prior; compare priors with `analyze noise-generalization`")
     priors = _load_priors(cfg, cfg.device)
@@ -303,8 +311,6 @@ def _basis(cfg, priors, files, g, meta, paths) -> int:
 
 
 def _dimensionality(cfg, priors, files, g, meta, paths) -> int:
-    if cfg.patches < 1 or cfg.patch_size < 1:
-        raise ValueError(f"--patches and --patch_size must be >= 1, got {cfg.patches} and {cfg.patch_size}")
     import torch
 
     from priorlab.analysis import effective_dimensionality
@@ -316,7 +322,10 @@ def _dimensionality(cfg, priors, files, g, meta, paths) -> int:
     size, patches, where = cfg.patch_size, [], []
     for p in range(cfg.patches):
         path = files[p % len(files)]
-        x = _read(path, cfg, channels, max(size, getattr(net, "min_size", 1)), cfg.device)
+        x = _read(path, cfg, channels, getattr(net, "min_size", 1), cfg.device)
+        if min(x.shape[-2:]) < size:
+            raise ValueError(f"image {path.name} is {x.shape[-2]}x{x.shape[-1]} pixels, smaller than "
+                             f"--patch_size {size}")
         y0 = int(torch.randint(0, x.shape[1] - size + 1, (1,), generator=g, device=cfg.device))
         x0 = int(torch.randint(0, x.shape[2] - size + 1, (1,), generator=g, device=cfg.device))
         patches.append(x[:, y0:y0 + size, x0:x0 + size])

@@ -47,6 +47,9 @@ def run(args: list[str]) -> int:
     extra = [Path(p) for p in (cfg.figure, cfg.save_noisy) if p]
     for path in [out, *extra]:
         check_output(path, [inp] + ([Path(cfg.clean)] if cfg.clean else []), cfg.overwrite)
+    outputs = [p.resolve() for p in [out, *extra]]
+    if len(set(outputs)) < len(outputs):
+        raise ValueError("--output, --figure and --save_noisy must be different files")
     if cfg.sigma is not None and cfg.clean:
         raise ValueError("--sigma adds noise to a clean --input; --clean is for an already noisy --input")
     if cfg.sigma is not None and not 0 <= cfg.sigma <= 255:
@@ -71,7 +74,7 @@ def run(args: list[str]) -> int:
     else:
         y = x
         if cfg.clean:
-            clean = read_image(cfg.clean, convert=cfg.convert)[None].to(cfg.device)
+            clean = read_image(cfg.clean, convert=cfg.convert, what="--clean image")[None].to(cfg.device)
             if clean.shape != y.shape:
                 raise ValueError(f"--clean is {tuple(clean.shape[1:])} but --input is {tuple(y.shape[1:])} (C, H, W)")
     t0 = time.perf_counter()

@@ -106,6 +106,10 @@ def run(args: list[str]) -> int:
     for path in cfg.metrics:
         payload = _read_json(path, "--metrics")
         if isinstance(payload, list):
+            bad = [r for r in payload if not isinstance(r, dict) or "dataset" not in r or "psnr" not in r]
+            if bad:
+                raise ValueError(f"--metrics {path}: every record must be an object with at least 'dataset' and "
+                                 f"'psnr' (and usually sigma_255, ssim, bm3d_psnr), got {str(bad[0])[:80]}")
             metrics += payload
         elif isinstance(payload, dict):
             rows, source = metrics_from_benchmark(payload, cfg.model_label)

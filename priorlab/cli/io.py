@@ -8,7 +8,7 @@ from pathlib import Path
 from priorlab.files import atomic_path
 
 
-def read_image(path: str | Path, *, convert: str = "none"):
+def read_image(path: str | Path, *, convert: str = "none", what: str = "input image"):
     """Read an image file as a (C, H, W) float tensor in [0, 1], keeping its channel count.
 
     Gray files (8- or 16-bit) give 1 channel, color files 3 (alpha dropped, palettes expanded).
@@ -19,14 +19,18 @@ def read_image(path: str | Path, *, convert: str = "none"):
     from priorlab.datamodules.images import read_image as read_file
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not an image file")
     if not path.is_file():
-        raise FileNotFoundError(f"input image not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         with Image.open(path) as im:
             native = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
         return read_file(path, {"gray": 1, "rgb": 3}.get(convert, native))
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read {path} as an image ({err}); use PNG, JPEG, TIFF or BMP") from err
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def write_image(x, path: str | Path) -> Path:

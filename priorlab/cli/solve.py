@@ -36,11 +36,12 @@ def build_parser():
                    help="deblur: undo a Gaussian blur of this std in pixels (the measurement is read off the "
                         "blurred image where the blur's transfer function is >= 0.1) instead of keeping a fraction "
                         "of the frequencies")
-    p.add_argument("--factor", type=int, default=4, help="super-resolution factor (must divide the size)")
+    p.add_argument("--factor", type=int | None, default=None,
+                   help="super-resolution factor (must divide the size; default 4)")
     p.add_argument("--box", type=int, nargs=4, default=None, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                    help="inpainting box in pixels, e.g. --box 16 16 32 32 (default: centred half-size block)")
-    p.add_argument("--mosaic", type=Literal["bayer", "cones"], default="bayer",
-                   help="demosaicing pattern: Bayer RGGB or a random cone-like mosaic")
+    p.add_argument("--mosaic", type=Literal["bayer", "cones"] | None, default=None,
+                   help="demosaicing pattern: bayer (RGGB, the default) or cones (a random cone-like mosaic)")
     p.add_argument("--samples", type=int, default=4, help="stochastic reconstructions (their mean and std)")
     p.add_argument("--crop", type=int | None, default=None, help="centre-crop the input to N x N first")
     p.add_argument("--convert", type=Literal["none", "gray", "rgb"], default="none",
@@ -60,14 +61,15 @@ def make_operator(cfg, image_shape, generator):
     fraction = cfg.fraction if cfg.fraction is not None else DEFAULT_FRACTION.get(cfg.task)
     if cfg.fraction is not None and cfg.task not in DEFAULT_FRACTION:
         raise ValueError(f"--fraction applies to the pixels, deblur and cs tasks, not {cfg.task}")
-    if cfg.blur_sigma is not None and cfg.task != "deblur":
-        raise ValueError(f"--blur_sigma applies to the deblur task, not {cfg.task}")
+    for option, task in (("blur_sigma", "deblur"), ("box", "inpaint"), ("factor", "sr"), ("mosaic", "demosaic")):
+        if getattr(cfg, option) is not None and cfg.task != task:
+            raise ValueError(f"--{option} applies to the {task} task, not {cfg.task}")
     if cfg.task == "inpaint":
         return solvers.box_inpainting(image_shape, None if cfg.box is None else tuple(cfg.box))
     if cfg.task == "pixels":
         return solvers.random_pixels(image_shape, fraction, generator=generator)
     if cfg.task == "sr":
-        return solvers.BlockAverage(image_shape, cfg.factor)
+        return solvers.BlockAverage(image_shape, cfg.factor or 4)
     if cfg.task == "deblur":
         if cfg.blur_sigma is not None:
             if cfg.fraction is not None:
@@ -79,7 +81,7 @@ def make_operator(cfg, image_shape, generator):
     if cfg.task == "demosaic":
         if image_shape[0] != 3:
             raise ValueError("demosaicing needs a colour (RGB) prior and image; this prior is gray")
-        if cfg.mosaic == "bayer":
+        if cfg.mosaic in (None, "bayer"):
             return solvers.bayer_demosaic(image_shape)
         return solvers.random_mosaic(image_shape, generator=generator)
     raise ValueError(f"unknown task {cfg.task!r}; choose from {', '.join(TASKS)}")  # pragma: no cover
@@ -126,6 +128,10 @@ def run(args: list[str]) -> int:
         check_output(out / name, [inp], cfg.overwrite)
     if (out / "metrics.json").exists() and not cfg.overwrite:
         raise FileExistsError(f"{out / 'metrics.json'} exists; pass --overwrite to replace it")
+    stale = sorted(p.name for p in out.glob("sample_*.png") if p.name not in names) if out.is_dir() else []
+    if stale:  # they would sit beside a metrics.json that does not describe them; priorlab deletes nothing
+        raise FileExistsError(f"{out} holds {', '.join(stale)} from an earlier run with more samples; use a new "
+                              "--out folder (or remove them)")
 
     x = read_image(inp, convert=cfg.convert)[None]
     if cfg.crop is not None:

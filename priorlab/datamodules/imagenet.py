@@ -118,7 +118,9 @@ def _read_batch(path: Path) -> np.ndarray:
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError) as err:
         if isinstance(err, ValueError) and "no 'data' array" in str(err):
             raise
-        raise ValueError(f"cannot read {path} as a downsampled ImageNet batch: {err}") from err
+        what = "an .npz archive" if path.suffix == ".npz" else "a pickled batch (train_data_batch_N / val_data)"
+        detail = str(err) if "refusing to load" in str(err) else type(err).__name__  # ours, or a library's advice
+        raise ValueError(f"cannot read {path} as a downsampled ImageNet batch: not {what} ({detail})") from err
     if not isinstance(obj, dict) or "data" not in obj:
         raise ValueError(f"{path} is not a downsampled ImageNet batch (a dict with 'data')")
     return np.asarray(obj["data"])
@@ -182,6 +184,9 @@ def box_downsample(image: Any, resolution: int) -> Any:
 
     w, h = image.size
     s = min(w, h)
+    if s < resolution:
+        raise ValueError(f"a {w}x{h} image is smaller than the resolution {resolution}: box resizing only "
+                         "downsamples (give a resolution of at most the images' smaller side)")
     left, top = (w - s) // 2, (h - s) // 2
     image = image.crop((left, top, left + s, top + s))
     return image if s == resolution else image.resize((resolution, resolution), Image.BOX)
@@ -192,7 +197,8 @@ def _pil_to_uint8(image: Any, resolution: int | None, where: str) -> np.ndarray:
 
     image = ImageOps.exif_transpose(image)
     if image.mode not in ("L", "RGB", "RGBA", "LA", "P", "1"):
-        raise ValueError(f"{where} is a {image.mode!r} image, not 8-bit gray or RGB data")
+        raise ValueError(f"{where} is a {image.mode!r} image, not 8-bit gray or RGB data (log-probabilities in "
+                         "bits/dim assume 256 levels): convert it to an 8-bit PNG")
     image = image.convert("L" if image.mode in ("L", "LA", "1") else "RGB")
     if resolution is not None:
         image = box_downsample(image, resolution)
@@ -217,6 +223,8 @@ def read_image_folder(path: str | Path, split: str | None = None, limit: int | N
     from PIL import Image
 
     root = Path(path).expanduser()
+    if root.is_file():
+        raise NotADirectoryError(f"{root} is a file; folder: takes a folder of images")
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     if split and (root / split).is_dir():
@@ -305,6 +313,9 @@ def load_images(data: str, *, split: str = "val", limit: int | None = None, chan
         raise ValueError(f"limit must be >= 1, got {limit}")
     if resolution is not None and resolution < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
+    if resolution is not None and not data.startswith(("folder:", "hf:")):
+        raise ValueError(f"a resolution applies to folder: and hf: data (center crop + box downsampling), not to "
+                         f"{data}, whose images have a fixed size")
     if data in ("imagenet64", "imagenet32") or data.startswith("npz:"):
         root = _named_imagenet(data) if not data.startswith("npz:") else Path(data[4:])
         images, files = read_downsampled_imagenet(root, split, limit)

@@ -44,6 +44,9 @@ def pil_to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
     """
     check_channels(channels)
     image = ImageOps.exif_transpose(image)
+    if image.mode == "F":  # 32-bit float: no fixed white level, and convert() would clip it (and NaN) silently
+        raise ValueError("a 32-bit float image (PIL mode 'F') has no defined value range; save it as an 8- or "
+                         "16-bit PNG/TIFF")
     if image.mode in _SIXTEEN_BIT_MODES:
         # convert("L") would clip 16-bit values at 255 instead of rescaling them.
         gray = np.asarray(image, dtype=np.float32) / 65535.0
