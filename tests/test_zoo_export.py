@@ -261,6 +261,8 @@ def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
                  "--load_spec", "hf-hub:org/my-prior"]) == 0
     card = (out_dir / "README.md").read_text()
     assert "## Limitations\n\nWeak at low noise." in card and 'zoo.load("hf-hub:org/my-prior")' in card
+    capsys.readouterr()
+    assert main(["zoo", "show", f"local-dir:{out_dir}"]) == 0 and capsys.readouterr().out == card
     cfg = json.loads((out_dir / "config.json").read_text())
     assert cfg["metrics"][0] == {"dataset": "set12", "split": "test", "sigma_255": 25.0, "images": 2,
                                  "noise_seed": 0, "psnr_in": 20.2, "psnr": 28.5, "ssim": 0.5, "bm3d_psnr": 29.5,
@@ -273,6 +275,8 @@ def test_cli_zoo_list_show_and_export(ckpt, tmp_path, capsys):
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "e2"), "--metrics",
                  str(tmp_path / "list.json")]) == 2
     assert "every record must be an object" in capsys.readouterr().err and not (tmp_path / "e2").exists()
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "e3"), "--name", "../../evil name"]) == 2
+    assert "not a valid prior name" in capsys.readouterr().err and not (tmp_path / "e3").exists()
 
 
 def test_card_training_is_read_from_the_checkpoint_and_explicit_options_win(tmp_path, monkeypatch, capsys):

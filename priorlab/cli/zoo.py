@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def build_parser():
@@ -71,5 +72,15 @@ def run(args: list[str]) -> int:
             print(format_table(entries))
             print("\nLoad one with priorlab.zoo.load(NAME) or --prior NAME; details: priorlab zoo show NAME")
         return 0
-    print(_card(get_prior(cfg.show.name)), end="")
+    name = cfg.show.name
+    if name.startswith("local-dir:"):  # a folder written by `priorlab export`: its own card
+        card = Path(name[len("local-dir:"):]).expanduser() / "README.md"
+        if not card.is_file():
+            raise FileNotFoundError(f"no model card (README.md) in {card.parent}")
+        print(card.read_text(), end="")
+        return 0
+    if name.startswith("hf-hub:") or name.endswith(".ckpt"):
+        raise ValueError(f"`priorlab zoo show` takes a catalog name or local-dir:PATH, not {name!r}; a Hub prior's "
+                         "card is its repository's README.md (priorlab hub pull fetches it into the HF cache)")
+    print(_card(get_prior(name)), end="")
     return 0

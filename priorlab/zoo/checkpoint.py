@@ -47,10 +47,15 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        # torch's own text for a refused pickle suggests weights_only=False, which priorlab never does
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        # torch's own text for a refused pickle suggests weights_only=False, which priorlab never does: keep only
+        # the reason of a refused pickle ("Unsupported global: ..."), else the exception type
+        text = str(err)
+        reason = next((line.strip() for line in text.splitlines() if "Unsupported" in line), None)
+        first = (reason or type(err).__name__)[:200]
         raise ValueError(f"cannot read {path} as a checkpoint: it is not a file written by `priorlab fit` (a "
                          "Lightning .ckpt), it is truncated, or it holds objects other than tensors and plain data, "
                          f"which priorlab does not unpickle ({first})") from err

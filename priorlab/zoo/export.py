@@ -10,6 +10,7 @@ there and belongs to the same run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,9 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     Returns:
         The folder.
     """
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", name):
+        raise ValueError(f"name {name!r} is not a valid prior name: use letters, digits, '-', '_' and '.' (as in a "
+                         "Hub repository name), e.g. bf-dncnn-gray")
     net = load_checkpoint(ckpt)
     meta = net.prior_config
     merged = {**training_from_checkpoint(ckpt), **(training or {})}
