@@ -124,6 +124,8 @@ def adaptive_basis(denoiser: Denoiser, y: torch.Tensor, sigma: float | None = No
     """
     if mode not in ("auto", "exact", "matrix-free"):
         raise ValueError(f"mode must be 'auto', 'exact' or 'matrix-free', got {mode!r}")
+    if k < 1 or iters < 1:
+        raise ValueError(f"k and iters must be >= 1, got {k} and {iters}")
     op = JacobianOperator(denoiser, y, sigma, chunk=chunk)
     k = min(k, op.numel)
     exact = mode == "exact" or (mode == "auto" and 4 * op.numel ** 2 <= max_bytes)

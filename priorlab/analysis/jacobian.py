@@ -90,6 +90,10 @@ class JacobianOperator:
             y = y[0]
         if y.ndim != 3:
             raise ValueError(f"y must have shape (C, H, W) or (1, C, H, W), got {tuple(y.shape)}")
+        if not y.is_floating_point() or not torch.isfinite(y).all():
+            raise ValueError("y must be a floating-point image without NaN or infinite values")
+        if sigma is not None and not (math.isfinite(float(sigma)) and float(sigma) >= 0):
+            raise ValueError(f"sigma must be a finite noise level >= 0 ([0, 1] units), got {sigma}")
         self.y = y.detach()
         self.denoiser, self.sigma = denoiser, sigma
         self.chunk = max(1, int(chunk) if chunk is not None else min(64, 2**20 // y.numel()))
@@ -253,6 +257,8 @@ def analyze_jacobian(denoiser: Denoiser, y: torch.Tensor, sigma: float | None = 
     """
     if mode not in ("auto", "exact", "matrix-free"):
         raise ValueError(f"mode must be 'auto', 'exact' or 'matrix-free', got {mode!r}")
+    if num_eigen < 1 or iters < 1:
+        raise ValueError(f"num_eigen and iters must be >= 1, got {num_eigen} and {iters}")
     op = JacobianOperator(denoiser, y, sigma, chunk=chunk)
     exact = mode == "exact" or (mode == "auto" and exact_jacobian_bytes(op.numel) <= max_bytes)
     k = min(num_eigen, op.numel)

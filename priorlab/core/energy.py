@@ -43,9 +43,15 @@ def energy_denoiser(model, *, differentiable: bool = False) -> Callable[..., tor
             the output is detached.
     """
 
+    if not callable(getattr(model, "energy", None)):
+        raise TypeError(f"energy_denoiser needs an energy model (with energy(y, t)), got {type(model).__name__}; "
+                        "a denoiser network is used as it is")
+
     def denoise(y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         if sigma is None:
             raise ValueError("an energy model's denoiser needs the noise level sigma")
+        if isinstance(sigma, (int, float)) and not (math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"the noise level sigma must be finite and >= 0, got {sigma}")
         t = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).expand(y.shape[0]) ** 2
         with torch.enable_grad():
             yy = y if (differentiable and y.requires_grad) else y.detach().requires_grad_(True)
@@ -377,6 +383,8 @@ class NormalizedEnergy:
                                "model.calibrate(held_out_images) first, or train it with DualScoreModule, which "
                                "calibrates on the validation images and stores C in the checkpoint")
         self.check_log_prob_shape(x)
+        if not x.is_floating_point():
+            raise TypeError(f"log_prob takes float images in [0, 1], got {x.dtype}; divide 8-bit data by 255")
         if not torch.isfinite(x).all():
             raise ValueError("images contain NaN or infinite values")
         with full_precision():

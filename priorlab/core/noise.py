@@ -57,8 +57,10 @@ def sample_sigmas(batch: int, sigma_min: float, sigma_max: float, *, schedule: S
     Returns:
         σ of shape (B,), float32.
     """
-    if not 0 <= sigma_min <= sigma_max:
+    if not 0 <= sigma_min <= sigma_max < float("inf"):
         raise ValueError(f"need 0 <= sigma_min <= sigma_max, got [{sigma_min}, {sigma_max}]")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     u = torch.rand(batch, generator=generator, device=device)
     if schedule == "uniform":
         return sigma_min + (sigma_max - sigma_min) * u
@@ -85,6 +87,10 @@ def add_noise(x: torch.Tensor, sigma: float | torch.Tensor, *, generator: torch.
     Returns:
         ``(y, noise)`` where ``noise = σ·z`` has the shape of ``x``.
     """
+    if not x.is_floating_point():
+        raise TypeError(f"add_noise takes float images, got {x.dtype}; divide 8-bit data by 255")
+    if isinstance(sigma, (int, float)) and not (0 <= sigma < float("inf")):
+        raise ValueError(f"sigma must be a finite noise level >= 0 ([0, 1] units), got {sigma}")
     sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     if sigma_t.ndim == 0:
         sigma_t = sigma_t.expand(x.shape[0])

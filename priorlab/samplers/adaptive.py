@@ -59,15 +59,19 @@ def step_size(t: int, h0: float) -> float:
     return h0 * t / (1 + h0 * (t - 1))
 
 
-def _check_params(h0: float, beta: float, sigma0: float, sigma_final: float, max_steps: int) -> None:
+def _check_params(h0: float, beta: float, sigma0: float, sigma_final: float, max_steps: int,
+                  guard: float = 2.0) -> None:
     if not 0 < h0 <= 1:
         raise ValueError(f"h0 must be in (0, 1], got {h0}")
     if not 0 < beta <= 1:
         raise ValueError(f"beta must be in (0, 1], got {beta}")
     if not sigma0 > sigma_final > 0:
         raise ValueError(f"need sigma0 > sigma_final > 0, got sigma0={sigma0}, sigma_final={sigma_final}")
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    if not guard > 1:
+        raise ValueError(f"guard must be > 1 (a sample whose noise estimate exceeds guard·sigma0 is stopped as "
+                         f"diverged), got {guard}")
 
 
 def _denoise(denoiser, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -96,7 +100,9 @@ def ascend(denoiser, y0: torch.Tensor, *, direction: Direction | None, h0: float
         A :class:`SampleResult`; ``images`` is x̂ = y + f(y) of the final iterate (one last denoise,
         Alg. 1, step 3; for Algorithm 2 this final denoise is unconstrained).
     """
-    _check_params(h0, beta, sigma0, sigma_final, max_steps)
+    _check_params(h0, beta, sigma0, sigma_final, max_steps, guard)
+    if not y0.is_floating_point() or not torch.isfinite(y0).all():
+        raise ValueError("the starting images must be floating-point without NaN or infinite values")
     if isinstance(denoiser, torch.nn.Module) and denoiser.training:
         # Trap §13.3: bias-free batch norm is only homogeneous (and deterministic) with running statistics.
         raise ValueError("the denoiser is in training mode; call denoiser.eval() before sampling")

@@ -52,7 +52,12 @@ def solve_linear(denoiser, operator: LinearOperator, measurement: torch.Tensor, 
     Returns:
         :class:`SolveResult` with samples (B, S, C, H, W), mean, std and per-chain diagnostics.
     """
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(f"operator must be a priorlab LinearOperator (e.g. box_inpainting(shape)), got "
+                        f"{type(operator).__name__}")
     operator.check_measurement(measurement)
+    if not measurement.is_floating_point() or not torch.isfinite(measurement).all():
+        raise ValueError("the measurement must be floating-point without NaN or infinite values")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     batch = measurement.shape[0]

@@ -477,9 +477,11 @@ class MatrixOperator(LinearOperator):
         k = matrix.shape[0]
         if not 1 <= k <= n:
             raise ValueError(f"measurement matrix must have between 1 and {n} rows, got {k}")
+        if not torch.isfinite(matrix).all():
+            raise ValueError("measurement matrix has NaN or infinite entries")
         a = matrix.to(torch.float64)
         err = (a @ a.T - torch.eye(k, dtype=torch.float64, device=a.device)).abs().max().item()
-        if err > atol:
+        if not err <= atol:
             raise ValueError(f"measurement matrix rows are not orthonormal (max |A Aᵀ − I| = {err:.2e} > "
                              f"{atol:g}); orthonormalize them, e.g. with torch.linalg.qr(A.T).Q.T")
         super().__init__(image_shape, (k,))

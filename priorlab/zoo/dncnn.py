@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from priorlab.zoo.layers import batch_norm, conv3x3, init_kaiming
+from priorlab.zoo.layers import batch_norm, check_input, conv3x3, init_kaiming
 
 
 class DnCNN(nn.Module):
@@ -50,4 +50,5 @@ class DnCNN(nn.Module):
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Denoise ``y`` (B, C, H, W); blind, so ``sigma`` is ignored. Returns x̂ (B, C, H, W)."""
+        check_input(y, self.in_chans)
         return y - self.body(y)

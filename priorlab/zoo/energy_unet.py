@@ -16,6 +16,8 @@ its normalization constant was calibrated for (the ``log_norm_shape`` buffer, se
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -273,8 +275,12 @@ class EnergyNet(NormalizedEnergy, nn.Module):
             t: noise variances, (B,) or a float (t = 0 for clean images).
         """
         self.check_input(y)
+        if isinstance(t, (int, float)) and not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"the noise variance t must be finite and >= 0, got {t}")
         t = torch.as_tensor(t, dtype=torch.float32 if y.dtype != torch.float64 else y.dtype, device=y.device)
         t = t.expand(y.shape[0]) if t.ndim == 0 else t
+        if t.shape != (y.shape[0],):
+            raise ValueError(f"t must be a float or have shape ({y.shape[0]},), got {tuple(t.shape)}")
         emb = self.unet.embed(t)
         f = self.unet(y, t, emb)
         # The inner product sums d terms: accumulate in float32 (or float64) even if f is bf16.

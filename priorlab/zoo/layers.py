@@ -121,6 +121,16 @@ def set_sync_batchnorm(module: nn.Module, enabled: bool = True) -> int:
     return n
 
 
+def check_input(y: torch.Tensor, channels: int) -> None:
+    """Shape and dtype of a network's input (B, C, H, W), checked without reading its values (no device sync)."""
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise TypeError(f"the network takes a floating-point tensor, got "
+                        f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}; convert with .float()")
+    if y.ndim != 4 or y.shape[1] != channels:
+        raise ValueError(f"the network takes (B, {channels}, H, W) images, got shape {tuple(y.shape)}"
+                         + ("; add a batch axis with y[None]" if y.ndim == 3 else ""))
+
+
 def conv3x3(in_ch: int, out_ch: int, *, bias: bool) -> nn.Conv2d:
     """3×3 convolution with zero padding 1 (keeps the spatial size)."""
     return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=bias)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from priorlab.zoo.layers import batch_norm, conv3x3, init_kaiming
+from priorlab.zoo.layers import batch_norm, check_input, conv3x3, init_kaiming
 
 
 def _conv_block(in_ch: int, out_ch: int, n_conv: int, *, bias: bool, first_norm: bool = True) -> nn.Sequential:
@@ -88,6 +88,7 @@ class UNet(nn.Module):
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Denoise ``y`` (B, C, H, W); blind, so ``sigma`` is ignored. Returns x̂ (B, C, H, W)."""
+        check_input(y, self.in_chans)
         H, W = y.shape[-2:]
         m = self.size_multiple
         if H < m or W < m:
