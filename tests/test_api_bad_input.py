@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from priorlab import zoo
-from priorlab.analysis import adaptive_basis, analyze_jacobian
+from priorlab.analysis import adaptive_basis, analyze_jacobian, effective_dimensionality
 from priorlab.core import add_noise, sample_sigmas
 from priorlab.samplers import energy_denoiser, sample_adaptive
-from priorlab.solvers import MatrixOperator, random_pixels, solve_linear
+from priorlab.solvers import BlockAverage, MatrixOperator, box_inpainting, random_pixels, solve_linear
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,6 +66,17 @@ def test_analysis_refuses_impossible_counts_and_noise_levels(gray):
         analyze_jacobian(gray, y, 0.1, num_eigen=0)
     with pytest.raises(ValueError, match="sigma must be a finite noise level"):
         analyze_jacobian(gray, y, -0.1)
+    with pytest.raises(ValueError, match="NaN"):  # used to return a finite, meaningless trace
+        effective_dimensionality(gray, torch.full((2, 1, 6, 6), float("nan")), [0.1])
+
+
+def test_operator_shapes_are_explained():
+    with pytest.raises(ValueError, match=r"image_shape must be \(C, H, W\)"):
+        box_inpainting((16, 16))
+    with pytest.raises(ValueError, match=r"box must be \(top, left, height, width\)"):
+        box_inpainting((1, 16, 16), (1, 2, 3))
+    with pytest.raises(ValueError, match="larger than the 16x16 image"):
+        BlockAverage((1, 16, 16), 17)
 
 
 def test_noise_helpers_and_energy_models_refuse_bad_levels_and_types():

@@ -62,6 +62,8 @@ def effective_dimensionality(denoiser: Denoiser, patches: torch.Tensor, sigmas: 
     """
     if patches.ndim != 4:
         raise ValueError(f"patches must have shape (P, C, H, W), got {tuple(patches.shape)}")
+    if not patches.is_floating_point() or not torch.isfinite(patches).all():
+        raise ValueError("patches must be floating-point without NaN or infinite values")
     numel = patches[0].numel()
     if exact:
         check_exact_size(numel, max_bytes)

@@ -124,6 +124,14 @@ class MaskOperator(LinearOperator):
         return out.view(c.shape[0], *self.image_shape)
 
 
+def _chw(image_shape: ImageShape) -> tuple[int, int, int]:
+    """``image_shape`` as (C, H, W) of positive ints, or a ValueError saying so."""
+    if len(tuple(image_shape)) != 3 or min(image_shape) < 1:
+        raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")
+    c, h, w = (int(v) for v in image_shape)
+    return c, h, w
+
+
 def box_inpainting(image_shape: ImageShape, box: tuple[int, int, int, int] | None = None) -> MaskOperator:
     """Missing rectangle (all channels); every other pixel is measured.
 
@@ -132,9 +140,11 @@ def box_inpainting(image_shape: ImageShape, box: tuple[int, int, int, int] | Non
         box: (top, left, height, width) of the missing block in pixels; default a centred block of
             half the height and half the width (the paper's centred block).
     """
-    c, h, w = image_shape
+    c, h, w = _chw(image_shape)
     if box is None:
         box = (h // 4, w // 4, max(h // 2, 1), max(w // 2, 1))
+    if len(tuple(box)) != 4:
+        raise ValueError(f"box must be (top, left, height, width), got {tuple(box)}")
     top, left, bh, bw = (int(v) for v in box)
     if bh < 1 or bw < 1 or top < 0 or left < 0 or top + bh > h or left + bw > w:
         raise ValueError(f"box (top={top}, left={left}, height={bh}, width={bw}) must lie inside the "
@@ -165,7 +175,7 @@ def random_pixels(image_shape: ImageShape, fraction: float, *, generator: torch.
         per_channel: choose the kept entries independently for each of the C·H·W values (the
             paper's Bernoulli mask per entry) instead of whole pixels (all channels together).
     """
-    c, h, w = image_shape
+    c, h, w = _chw(image_shape)
     fraction = _check_fraction(fraction)
     n = c * h * w if per_channel else h * w
     k = min(max(round(fraction * n), 1), n)
@@ -180,7 +190,7 @@ def random_pixels(image_shape: ImageShape, fraction: float, *, generator: torch.
 def bayer_demosaic(image_shape: ImageShape) -> MaskOperator:
     """Bayer RGGB colour filter array: one colour per pixel, R at (even, even), G at (even, odd) and
     (odd, even), B at (odd, odd). Needs C = 3."""
-    c, h, w = image_shape
+    c, h, w = _chw(image_shape)
     if c != 3:
         raise ValueError(f"demosaicing needs colour images (C = 3), got C = {c}")
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -194,7 +204,7 @@ def random_mosaic(image_shape: ImageShape, proportions: tuple[float, float, floa
                   generator: torch.Generator | None = None) -> MaskOperator:
     """Random cone-like mosaic: every pixel measures one colour, drawn independently with
     probabilities ``proportions`` for (R, G, B), like the L:M:S cone ratio of a human retina. Needs C = 3."""
-    c, h, w = image_shape
+    c, h, w = _chw(image_shape)
     if c != 3:
         raise ValueError(f"demosaicing needs colour images (C = 3), got C = {c}")
     p = torch.as_tensor(proportions, dtype=torch.float64)
@@ -224,9 +234,11 @@ class BlockAverage(LinearOperator):
     name = "super-resolution"
 
     def __init__(self, image_shape: ImageShape, factor: int) -> None:
-        c, h, w = image_shape
+        c, h, w = _chw(image_shape)
         if int(factor) != factor or factor < 2:
             raise ValueError(f"super-resolution factor must be an integer >= 2, got {factor}")
+        if factor > min(h, w):
+            raise ValueError(f"super-resolution factor {factor} is larger than the {h}x{w} image")
         if h % factor or w % factor:
             raise ValueError(f"super-resolution factor {factor} must divide the image size {h}x{w}; "
                              f"crop the image to {h - h % factor}x{w - w % factor}")
@@ -300,7 +312,7 @@ class FourierSubset(LinearOperator):
     name = "fourier"
 
     def __init__(self, image_shape: ImageShape, keep: torch.Tensor, signs: torch.Tensor | None = None) -> None:
-        c, h, w = image_shape
+        c, h, w = _chw(image_shape)
         if keep.shape != (c, h * w) or keep.dtype != torch.bool:
             raise ValueError(f"keep must be a boolean ({c}, {h * w}) tensor, got {keep.dtype} {tuple(keep.shape)}")
         if not keep.any():
@@ -353,7 +365,7 @@ def spectral_lowpass(image_shape: ImageShape, fraction: float, *, shape: str = "
         shape: "square" (max(|f_y|, |f_x|), the paper's corner blocks) or "disk" (Euclidean |f|,
             the support of a Gaussian blur's transfer function above a threshold).
     """
-    c, h, w = image_shape
+    c, h, w = _chw(image_shape)
     fraction = _check_fraction(fraction)
     if shape not in ("square", "disk"):
         raise ValueError(f"shape must be 'square' or 'disk', got {shape!r}")
@@ -400,7 +412,7 @@ class GaussianDeblur(FourierSubset):
             raise ValueError(f"blur_sigma must be > 0 pixels, got {blur_sigma}")
         if not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        c, h, w = image_shape
+        c, h, w = _chw(image_shape)
         self.blur_sigma, self.threshold = float(blur_sigma), float(threshold)
         fy = torch.fft.fftfreq(h, dtype=torch.float64)
         fx = torch.fft.fftfreq(w, dtype=torch.float64)
@@ -436,7 +448,7 @@ def compressive_sensing(image_shape: ImageShape, fraction: float, *, generator: 
         generator: randomness of the projections (CPU generator).
         dense_max: largest N that uses the dense QR basis.
     """
-    c, h, w = image_shape
+    c, h, w = _chw(image_shape)
     fraction = _check_fraction(fraction)
     n = c * h * w
     k = min(max(round(fraction * n), 1), n)
