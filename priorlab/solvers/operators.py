@@ -203,7 +203,10 @@ def bayer_demosaic(image_shape: ImageShape) -> MaskOperator:
 def random_mosaic(image_shape: ImageShape, proportions: tuple[float, float, float] = (0.6, 0.3, 0.1), *,
                   generator: torch.Generator | None = None) -> MaskOperator:
     """Random cone-like mosaic: every pixel measures one colour, drawn independently with
-    probabilities ``proportions`` for (R, G, B), like the L:M:S cone ratio of a human retina. Needs C = 3."""
+    probabilities ``proportions`` for (R, G, B), like the L:M:S cone ratio of a human retina. Needs C = 3.
+
+    ``proportions`` are relative weights, normalized to sum to 1: (0.6, 0.3, 0.1) and (6, 3, 1) are the same mosaic.
+    """
     c, h, w = _chw(image_shape)
     if c != 3:
         raise ValueError(f"demosaicing needs colour images (C = 3), got C = {c}")
