@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from priorlab.core.gaussian_field import GaussianField
+from priorlab.core.protocols import check_image_shape
 
 DEFAULT_T_MAX = 1e3  # PSNR_in = −30 dB, data variance ≈ 0.07 ≪ t_max (algorithms.md §7.4)
 
@@ -154,17 +155,6 @@ def _t_column(t: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.
     return t
 
 
-def _checked_shape(shape, name: str) -> tuple[int, int, int]:
-    """A (C, H, W) of positive ints, or ValueError."""
-    try:
-        out = tuple(int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be (C, H, W), got {shape!r}") from None
-    if len(out) != 3 or min(out) < 1:
-        raise ValueError(f"{name} must be (C, H, W) with positive sizes, got {shape!r}")
-    return out  # type: ignore[return-value]
-
-
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
@@ -219,14 +209,14 @@ class NormalizedEnergy:
             return shape  # type: ignore[return-value]
         config = getattr(self, "prior_config", None)
         declared = config.get("calibration_shape") if isinstance(config, dict) else None
-        return _checked_shape(declared, "prior_config['calibration_shape']") if declared is not None else None
+        return check_image_shape(declared, "prior_config['calibration_shape']") if declared is not None else None
 
     @calibration_shape.setter
     def calibration_shape(self, shape: tuple[int, int, int] | list[int] | None) -> None:
         if shape is None:
             self.log_norm_shape.zero_()
             return
-        self.log_norm_shape.copy_(torch.tensor(_checked_shape(shape, "calibration_shape"), dtype=torch.int64))
+        self.log_norm_shape.copy_(torch.tensor(check_image_shape(shape, "calibration_shape"), dtype=torch.int64))
 
     def energy(self, y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -37,6 +37,17 @@ class EnergyModel(Protocol):
         ...
 
 
+def check_image_shape(shape, name: str = "image_shape") -> tuple[int, int, int]:
+    """``shape`` as a (C, H, W) of positive ints, or a ValueError naming ``name``."""
+    try:
+        out = tuple(int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (C, H, W), got {shape!r}") from None
+    if len(out) != 3 or min(out) < 1:
+        raise ValueError(f"{name} must be (C, H, W) with positive sizes, got {shape!r}")
+    return out  # type: ignore[return-value]
+
+
 def check_images(x: torch.Tensor, *, channels: int | None = None, name: str = "images",
                  min_size: int = 1, check_range: bool = False) -> torch.Tensor:
     """Validate a batch of images against the (B, C, H, W) float contract.

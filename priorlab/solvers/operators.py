@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from priorlab.core.protocols import check_image_shape
+
 ImageShape = tuple[int, int, int]
 
 
@@ -37,9 +39,7 @@ class LinearOperator:
     name = "linear"
 
     def __init__(self, image_shape: ImageShape, measurement_shape: tuple[int, ...]) -> None:
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")
-        self.image_shape: ImageShape = tuple(int(s) for s in image_shape)  # type: ignore[assignment]
+        self.image_shape: ImageShape = check_image_shape(image_shape)
         self.measurement_shape = tuple(int(s) for s in measurement_shape)
         self.num_measurements = math.prod(self.measurement_shape)
 
@@ -124,14 +124,6 @@ class MaskOperator(LinearOperator):
         return out.view(c.shape[0], *self.image_shape)
 
 
-def _chw(image_shape: ImageShape) -> tuple[int, int, int]:
-    """``image_shape`` as (C, H, W) of positive ints, or a ValueError saying so."""
-    if len(tuple(image_shape)) != 3 or min(image_shape) < 1:
-        raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")
-    c, h, w = (int(v) for v in image_shape)
-    return c, h, w
-
-
 def box_inpainting(image_shape: ImageShape, box: tuple[int, int, int, int] | None = None) -> MaskOperator:
     """Missing rectangle (all channels); every other pixel is measured.
 
@@ -140,7 +132,7 @@ def box_inpainting(image_shape: ImageShape, box: tuple[int, int, int, int] | Non
         box: (top, left, height, width) of the missing block in pixels; default a centred block of
             half the height and half the width (the paper's centred block).
     """
-    c, h, w = _chw(image_shape)
+    c, h, w = check_image_shape(image_shape)
     if box is None:
         box = (h // 4, w // 4, max(h // 2, 1), max(w // 2, 1))
     if len(tuple(box)) != 4:
@@ -175,7 +167,7 @@ def random_pixels(image_shape: ImageShape, fraction: float, *, generator: torch.
         per_channel: choose the kept entries independently for each of the C·H·W values (the
             paper's Bernoulli mask per entry) instead of whole pixels (all channels together).
     """
-    c, h, w = _chw(image_shape)
+    c, h, w = check_image_shape(image_shape)
     fraction = _check_fraction(fraction)
     n = c * h * w if per_channel else h * w
     k = min(max(round(fraction * n), 1), n)
@@ -190,7 +182,7 @@ def random_pixels(image_shape: ImageShape, fraction: float, *, generator: torch.
 def bayer_demosaic(image_shape: ImageShape) -> MaskOperator:
     """Bayer RGGB colour filter array: one colour per pixel, R at (even, even), G at (even, odd) and
     (odd, even), B at (odd, odd). Needs C = 3."""
-    c, h, w = _chw(image_shape)
+    c, h, w = check_image_shape(image_shape)
     if c != 3:
         raise ValueError(f"demosaicing needs colour images (C = 3), got C = {c}")
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -207,7 +199,7 @@ def random_mosaic(image_shape: ImageShape, proportions: tuple[float, float, floa
 
     ``proportions`` are relative weights, normalized to sum to 1: (0.6, 0.3, 0.1) and (6, 3, 1) are the same mosaic.
     """
-    c, h, w = _chw(image_shape)
+    c, h, w = check_image_shape(image_shape)
     if c != 3:
         raise ValueError(f"demosaicing needs colour images (C = 3), got C = {c}")
     p = torch.as_tensor(proportions, dtype=torch.float64)
@@ -237,7 +229,7 @@ class BlockAverage(LinearOperator):
     name = "super-resolution"
 
     def __init__(self, image_shape: ImageShape, factor: int) -> None:
-        c, h, w = _chw(image_shape)
+        c, h, w = check_image_shape(image_shape)
         if int(factor) != factor or factor < 2:
             raise ValueError(f"super-resolution factor must be an integer >= 2, got {factor}")
         if factor > min(h, w):
@@ -315,7 +307,7 @@ class FourierSubset(LinearOperator):
     name = "fourier"
 
     def __init__(self, image_shape: ImageShape, keep: torch.Tensor, signs: torch.Tensor | None = None) -> None:
-        c, h, w = _chw(image_shape)
+        c, h, w = check_image_shape(image_shape)
         if keep.shape != (c, h * w) or keep.dtype != torch.bool:
             raise ValueError(f"keep must be a boolean ({c}, {h * w}) tensor, got {keep.dtype} {tuple(keep.shape)}")
         if not keep.any():
@@ -368,7 +360,7 @@ def spectral_lowpass(image_shape: ImageShape, fraction: float, *, shape: str = "
         shape: "square" (max(|f_y|, |f_x|), the paper's corner blocks) or "disk" (Euclidean |f|,
             the support of a Gaussian blur's transfer function above a threshold).
     """
-    c, h, w = _chw(image_shape)
+    c, h, w = check_image_shape(image_shape)
     fraction = _check_fraction(fraction)
     if shape not in ("square", "disk"):
         raise ValueError(f"shape must be 'square' or 'disk', got {shape!r}")
@@ -415,7 +407,7 @@ class GaussianDeblur(FourierSubset):
             raise ValueError(f"blur_sigma must be > 0 pixels, got {blur_sigma}")
         if not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        c, h, w = _chw(image_shape)
+        c, h, w = check_image_shape(image_shape)
         self.blur_sigma, self.threshold = float(blur_sigma), float(threshold)
         fy = torch.fft.fftfreq(h, dtype=torch.float64)
         fx = torch.fft.fftfreq(w, dtype=torch.float64)
@@ -451,7 +443,7 @@ def compressive_sensing(image_shape: ImageShape, fraction: float, *, generator: 
         generator: randomness of the projections (CPU generator).
         dense_max: largest N that uses the dense QR basis.
     """
-    c, h, w = _chw(image_shape)
+    c, h, w = check_image_shape(image_shape)
     fraction = _check_fraction(fraction)
     n = c * h * w
     k = min(max(round(fraction * n), 1), n)
