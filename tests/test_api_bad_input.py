@@ -28,10 +28,16 @@ def color_unet():
     (lambda: torch.rand(1, 16, 16), ValueError, r"\(B, 1, H, W\).*add a batch axis"),  # was a (1,1,16,16) output
     (lambda: torch.rand(1, 3, 16, 16), ValueError, r"\(B, 1, H, W\) images, got shape \(1, 3, 16, 16\)"),
     (lambda: torch.randint(0, 255, (1, 1, 16, 16)), TypeError, "floating-point"),
+    # was torch's "expected scalar type Double but found Float"
+    (lambda: torch.rand(1, 1, 16, 16, dtype=torch.float64), TypeError, r"weights are float32 but the images are float64"),
 ])
 def test_networks_check_their_input(gray, color_unet, make, error, message):
     with pytest.raises(error, match=message):
         gray(make())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts float32/16 inputs and weights, not float64
+        assert gray(torch.rand(1, 1, 16, 16, dtype=torch.float16)).shape == (1, 1, 16, 16)
+        with pytest.raises(TypeError, match="images are float64"):
+            gray(torch.rand(1, 1, 16, 16, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         color_unet(torch.rand(3, 16, 16))
 
@@ -94,5 +100,7 @@ def test_noise_helpers_and_energy_models_refuse_bad_levels_and_types():
         net.energy(x, torch.ones(2, 1))  # was "mat1 and mat2 shapes cannot be multiplied"
     with pytest.raises(TypeError, match="divide 8-bit data by 255"):
         net.log_prob((x * 255).to(torch.uint8))
+    with pytest.raises(TypeError, match=r"images are float64: convert the images with \.to\(torch\.float32\)"):
+        net.log_prob(x.double())
     with pytest.raises(TypeError, match="needs an energy model"):
         energy_denoiser(zoo.create_model("test_bf_dncnn", in_chans=1))

@@ -54,6 +54,20 @@ def test_fit_with_a_bad_init_from_is_one_line(tmp_path, monkeypatch, capsys, ini
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("text, flag, message", [
+    ("", "--config", "is empty: a config is a YAML mapping"),  # was jsonargparse's "Unexpected config: "
+    ("- trainer\n- model\n", "--config=", "holds a YAML list, not a mapping"),
+])
+def test_fit_with_an_empty_or_non_mapping_config_is_one_line(tmp_path, capsys, text, flag, message):
+    config = tmp_path / "my.yaml"
+    config.write_text(text)
+    args = [f"--config={config}"] if flag.endswith("=") else [flag, str(config)]
+    assert main(["fit", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("priorlab fit: error: config file ") and message in err
+    assert config.read_text() == text
+
+
 @pytest.mark.slow
 def test_import_priorlab_is_light():
     code = "import sys, priorlab; print(sorted(m for m in ('lightning', 'timm', 'datasets', 'wandb', " \

@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
         print(f"priorlab: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    problem = _config_file_problem(args[1:] if args and args[0] in LIGHTNING_COMMANDS else args)
+    if problem:
+        print(f"priorlab {args[0] if args else 'fit'}: error: {problem}", file=sys.stderr)
+        return 2
     from priorlab.cli.lightning import run_lightning_cli
 
     # args=None lets LightningCLI read sys.argv itself (it warns when given both).
@@ -74,6 +78,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"priorlab {args[0] if args else 'fit'}: error: {_message(cause)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _config_file_problem(args: list[str]) -> str | None:
+    """What is wrong with a ``--config`` file that jsonargparse would report only as "Unexpected config: ".
+
+    An empty file, or YAML that is not a mapping (a list, a bare string). Missing files and YAML syntax
+    errors are left to jsonargparse, whose messages name the file and the line.
+    """
+    import yaml
+
+    paths = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    paths += [b for a, b in zip(args, args[1:]) if a in ("--config", "-c")]
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            content = yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if content is None:
+            return (f"config file {path} is empty: a config is a YAML mapping of the sections trainer, model, "
+                    f"data (see configs/quickstart.yaml, or priorlab fit --print_config > config.yaml)")
+        if not isinstance(content, dict):
+            return (f"config file {path} holds a YAML {type(content).__name__}, not a mapping of the sections "
+                    f"trainer, model, data (see configs/quickstart.yaml)")
+    return None
 
 
 def _message(err: BaseException) -> object:

@@ -50,5 +50,5 @@ class DnCNN(nn.Module):
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Denoise ``y`` (B, C, H, W); blind, so ``sigma`` is ignored. Returns x̂ (B, C, H, W)."""
-        check_input(y, self.in_chans)
+        check_input(y, self.in_chans, self)
         return y - self.body(y)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from priorlab.core.energy import NormalizedEnergy
+from priorlab.zoo.layers import check_dtype
 
 TIME_ARGUMENTS = ("variance", "log_variance")
 DEFAULT_MIN_VARIANCE = 1e-9  # the smallest training variance of the paper's recipe (log10 t ≥ −9)
@@ -260,6 +261,7 @@ class EnergyNet(NormalizedEnergy, nn.Module):
             raise ValueError(f"images must have shape (B, C, H, W), got {tuple(y.shape)}")
         if y.shape[1] != self.in_chans:
             raise ValueError(f"images have {y.shape[1]} channel(s) but this energy model expects {self.in_chans}")
+        check_dtype(y, self)
         m = self.size_multiple
         H, W = y.shape[-2:]
         if H % m or W % m:

@@ -121,14 +121,33 @@ def set_sync_batchnorm(module: nn.Module, enabled: bool = True) -> int:
     return n
 
 
-def check_input(y: torch.Tensor, channels: int) -> None:
-    """Shape and dtype of a network's input (B, C, H, W), checked without reading its values (no device sync)."""
+def check_input(y: torch.Tensor, channels: int, weights: nn.Module | None = None) -> None:
+    """Shape and dtype of a network's input (B, C, H, W), checked without reading its values (no device sync).
+
+    With ``weights`` (the network), also :func:`check_dtype`.
+    """
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
         raise TypeError(f"the network takes a floating-point tensor, got "
                         f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}; convert with .float()")
     if y.ndim != 4 or y.shape[1] != channels:
         raise ValueError(f"the network takes (B, {channels}, H, W) images, got shape {tuple(y.shape)}"
                          + ("; add a batch axis with y[None]" if y.ndim == 3 else ""))
+    if weights is not None:
+        check_dtype(y, weights)
+
+
+def check_dtype(y: torch.Tensor, network: nn.Module) -> None:
+    """The input's dtype must be the network's parameters' dtype, unless autocast casts both.
+
+    torch's own message for a float64 image through float32 weights names neither the image nor the fix.
+    Autocast casts float32/16 inputs but never float64 ones, which stay an error under it too.
+    """
+    w = next(network.parameters(), None)
+    autocast = torch.is_autocast_enabled(y.device.type) and y.dtype != torch.float64
+    if w is not None and w.dtype != y.dtype and not autocast:
+        have, want = (str(d).removeprefix("torch.") for d in (y.dtype, w.dtype))
+        raise TypeError(f"the network's weights are {want} but the images are {have}: convert the images "
+                        f"with .to(torch.{want}) (or the network with .to(torch.{have}))")
 
 
 def conv3x3(in_ch: int, out_ch: int, *, bias: bool) -> nn.Conv2d:

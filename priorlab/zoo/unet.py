@@ -88,7 +88,7 @@ class UNet(nn.Module):
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Denoise ``y`` (B, C, H, W); blind, so ``sigma`` is ignored. Returns x̂ (B, C, H, W)."""
-        check_input(y, self.in_chans)
+        check_input(y, self.in_chans, self)
         H, W = y.shape[-2:]
         m = self.size_multiple
         if H < m or W < m:
