@@ -29,7 +29,7 @@ def color_unet():
     (lambda: torch.rand(1, 3, 16, 16), ValueError, r"\(B, 1, H, W\) images, got shape \(1, 3, 16, 16\)"),
     (lambda: torch.randint(0, 255, (1, 1, 16, 16)), TypeError, "floating-point"),
     # was torch's "expected scalar type Double but found Float"
-    (lambda: torch.rand(1, 1, 16, 16, dtype=torch.float64), TypeError, r"weights are float32 but the images are float64"),
+    (lambda: torch.rand(1, 1, 16, 16).double(), TypeError, "weights are float32 but the images are float64"),
 ])
 def test_networks_check_their_input(gray, color_unet, make, error, message):
     with pytest.raises(error, match=message):
