@@ -233,6 +233,33 @@ def test_denoise_quality_reads_a_set_from_another_data_root(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         bench.load_dataset("bsd68", 1, None, tmp_path)
 
+def test_finetune_domain_fine_tunes_from_png_folders_and_compares(tmp_path):
+    from tests.test_fashion_mnist import tiny_fashion_mnist
+
+    bench = _load_script("finetune_domain")
+    root = tiny_fashion_mnist(tmp_path / "idx", n_train=40, n_test=12)
+    out = {k: tmp_path / f"r.{k}" for k in ("md", "json", "png")}
+    argv = ["--fmnist-root", str(root), "--work", str(tmp_path / "work"), "--train-images", "30", "--heldout-images",
+            "4", "--test-images", "3", "--lrs", "1e-3", "--epochs", "1", "--patches", "64", "--sigmas", "25",
+            "--no-bm3d", "--threads", "1", "--out", str(out["md"]), "--json", str(out["json"]),
+            "--figure", str(out["png"])]
+    assert bench.main(argv) == 0
+    images = tmp_path / "work" / "images"
+    assert [len(list((images / d).glob("*.png"))) for d in ("train", "heldout", "test")] == [30, 4, 3]
+    assert {p.stem for p in (images / "heldout").glob("*.png")} == {"00036", "00037", "00038", "00039"}
+    res = json.loads(out["json"].read_text())
+    methods = ["before fine-tuning", "fine-tuned lr 1e-3", "from scratch lr 1e-3"]
+    assert [m["method"] for m in res["means"]] == methods and res["test_images"] == ["00000", "00001", "00002"]
+    per_image = res["psnr_per_image"]
+    assert all(len(per_image[m]["25"]) == 3 for m in methods)
+    assert per_image["before fine-tuning"] != per_image["fine-tuned lr 1e-3"]  # the weights moved
+    assert "| 25 |" in out["md"].read_text() and out["png"].read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="--overwrite"):
+        bench.main(argv)
+    with pytest.raises(SystemExit, match="images exists: give a new --work folder"):
+        bench.main([*argv, "--overwrite"])
+
+
 # ---- Gaussian-field energy benchmark -----------------------------------------------------------------
 def test_gaussian_benchmark_splits_the_nll_error_into_score_kl_and_normalization():
     """A wrong but normalized Gaussian model: its NLL error is KL(p‖q), which the score-error integral recovers.

@@ -49,6 +49,22 @@ def test_every_config_parses(config, capsys):
     assert "class_path: priorlab.datamodules." in printed
 
 
+def test_finetune_config_matches_its_prior():
+    """The fine-tuning config builds its network from the bundled prior it names (same architecture, weights)."""
+    import yaml
+
+    from priorlab import zoo
+    from priorlab.lightning_modules import DenoiserModule
+
+    args = yaml.safe_load((REPO / "configs" / "finetune_gray.yaml").read_text())["model"]["init_args"]
+    module = DenoiserModule(**args)
+    prior = zoo.load(args["init_from"])
+    assert args["sigma_schedule"] == prior.prior_config["training"]["sigma_schedule"]
+    assert args["sigma_range_255"] == prior.prior_config["sigma_range_255"]
+    for (name, a), b in zip(module.net.state_dict().items(), prior.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 @pytest.mark.slow
 def test_console_script_help_and_print_config():
     exe = Path(sys.executable).with_name("priorlab")
