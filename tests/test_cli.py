@@ -49,16 +49,19 @@ def test_every_config_parses(config, capsys):
     assert "class_path: priorlab.datamodules." in printed
 
 
-def test_finetune_config_matches_its_prior():
-    """The fine-tuning config builds its network from the bundled prior it names (same architecture, weights)."""
+@pytest.mark.parametrize("name", ["finetune_gray.yaml", "finetune_color.yaml"])
+def test_finetune_configs_match_their_priors(name):
+    """A fine-tuning config builds its network from the bundled prior it names (architecture, weights, noise)."""
     import yaml
 
     from priorlab import zoo
     from priorlab.lightning_modules import DenoiserModule
 
-    args = yaml.safe_load((REPO / "configs" / "finetune_gray.yaml").read_text())["model"]["init_args"]
-    module = DenoiserModule(**args)
+    config = yaml.safe_load((REPO / "configs" / name).read_text())
+    args = config["model"]["init_args"]
     prior = zoo.load(args["init_from"])
+    assert config["data"]["init_args"]["channels"] == prior.prior_config["channels"]
+    module = DenoiserModule(**args, in_chans=prior.prior_config["channels"])
     assert args["sigma_schedule"] == prior.prior_config["training"]["sigma_schedule"]
     assert args["sigma_range_255"] == prior.prior_config["sigma_range_255"]
     for (name, a), b in zip(module.net.state_dict().items(), prior.state_dict().values(), strict=True):
