@@ -68,6 +68,24 @@ def test_finetune_configs_match_their_priors(name):
         assert torch.equal(a, b), name
 
 
+def test_next_steps_after_fit_names_the_checkpoints_and_the_command_for_the_model_kind():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from priorlab import zoo
+    from priorlab.cli.lightning import next_steps
+
+    cb = ModelCheckpoint()
+    trainer = SimpleNamespace(checkpoint_callbacks=[cb], lightning_module=SimpleNamespace(net=torch.nn.Identity()))
+    assert next_steps(trainer) == ""  # nothing written, nothing to say
+    cb.last_model_path = "runs/x/last.ckpt"
+    assert "priorlab denoise --ckpt runs/x/last.ckpt" in next_steps(trainer)
+    trainer.lightning_module.net = zoo.create_model("test_energy_unet", in_chans=1)
+    text = next_steps(trainer)
+    assert "priorlab logp --prior runs/x/last.ckpt" in text and "priorlab export --ckpt runs/x/last.ckpt" in text
+
+
 @pytest.mark.slow
 def test_console_script_help_and_print_config():
     exe = Path(sys.executable).with_name("priorlab")

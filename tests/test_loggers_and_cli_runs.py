@@ -33,7 +33,10 @@ def test_quickstart_config_fits_and_tests_through_the_cli(tmp_path, monkeypatch,
     assert net.arch_config["architecture"] == "test_bf_dncnn"
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/psnr", "val/psnr_25"} <= set(header)
-    capsys.readouterr()
+    out = capsys.readouterr().out  # the end of fit says where the checkpoints are and how to use them
+    assert "priorlab: last checkpoint runs/quickstart/version_0/checkpoints/last.ckpt" in out
+    assert "priorlab: best checkpoint runs/quickstart/version_0/checkpoints/best-epoch=" in out
+    assert "use it:     priorlab denoise --ckpt runs/quickstart/version_0/checkpoints/last.ckpt" in out
     main(["test", "--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.limit_test_batches", "2",
           "--ckpt_path", str(last)])
     assert "test/psnr_25" in capsys.readouterr().out

@@ -15,6 +15,12 @@ def run_lightning_cli(args: list[str] | None) -> None:
             # The datamodule decides the channel count; the model follows it.
             parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
 
+        def after_fit(self) -> None:
+            if self.trainer.is_global_zero:
+                message = next_steps(self.trainer)
+                if message:
+                    print(message, flush=True)
+
     PriorlabCLI(
         LightningModule,
         LightningDataModule,
@@ -28,3 +34,27 @@ def run_lightning_cli(args: list[str] | None) -> None:
         args=args,
         auto_configure_optimizers=True,
     )
+
+
+def next_steps(trainer) -> str:
+    """Where a finished ``fit`` wrote its checkpoints, and the commands that use them ("" without checkpoints)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    lines, ckpt = [], None
+    for cb in trainer.checkpoint_callbacks:
+        if not isinstance(cb, ModelCheckpoint):
+            continue
+        if cb.best_model_path:
+            score = cb.best_model_score
+            score = f", {cb.monitor} {float(score):.4g}" if cb.monitor and score is not None else ""
+            lines.append(f"priorlab: best checkpoint {cb.best_model_path}{score}")
+        if cb.last_model_path:
+            lines.append(f"priorlab: last checkpoint {cb.last_model_path}")
+        ckpt = ckpt or cb.last_model_path or cb.best_model_path
+    if not ckpt:
+        return ""
+    energy = hasattr(getattr(trainer.lightning_module, "net", None), "log_prob")
+    use = (f"priorlab logp --prior {ckpt} --data folder:IMAGES" if energy
+           else f"priorlab denoise --ckpt {ckpt} --input IMG --sigma 25 --output OUT.png")
+    return "\n".join([*lines, f"  use it:     {use}",
+                      f"  publish it: priorlab export --ckpt {ckpt} --out exported/NAME --name NAME"])
