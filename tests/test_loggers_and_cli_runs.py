@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -55,6 +56,30 @@ def test_fit_with_a_bad_init_from_is_one_line(tmp_path, monkeypatch, capsys, ini
     err = capsys.readouterr().err
     assert rc == 2 and "priorlab fit: error: " in err and message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.png": "small"}, "no source image is at least 16x16 pixels"),
+    ({"a.png": "small", "b.png": "garbage"}, "cannot read image file"),
+])
+def test_fit_with_bad_training_images_is_one_line(tmp_path, monkeypatch, capsys, files, message):
+    """Errors from the datamodule's setup (inside Trainer.fit) are reported as one line too, and nothing is lost."""
+    from PIL import Image
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, kind in files.items():
+        if kind == "small":
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name)
+        else:
+            (folder / name).write_bytes(b"not an image")
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    rc = main(["fit", "--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.max_epochs", "1",
+               f"--data.init_args.train_dirs=[{folder}]"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "priorlab fit: error: " in err and message in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before
 
 
 @pytest.mark.parametrize("text, flag, message", [

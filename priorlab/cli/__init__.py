@@ -68,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     # args=None lets LightningCLI read sys.argv itself (it warns when given both).
     try:
         run_lightning_cli(None if argv is None else args)
-    except ValueError as err:
+    except Exception as err:
         # A bad model/data argument (e.g. --model.init_args.init_from with an unknown prior) raises a user error in
         # our constructor, which jsonargparse wraps as "Does not validate against any of the Union subtypes" with
-        # the real message at the end of a long traceback: report the user error as one line.
+        # the real message at the end of a long traceback; bad training data (no images, images smaller than the
+        # patches, an unreadable file) raises it from the datamodule's setup: report the user error as one line.
         cause = _user_error_cause(err)
         if cause is None:
             raise
@@ -111,17 +112,18 @@ def _message(err: BaseException) -> object:
 
 
 def _user_error_cause(err: BaseException) -> BaseException | None:
-    """The user error (FileNotFoundError, KeyError, ValueError...) raised by priorlab under ``err``, if any."""
+    """The user error (FileNotFoundError, KeyError, ValueError, an unreadable file's OSError...) that priorlab
+    raised as ``err`` or under it, if any; errors raised by other code (torch, Lightning) are not the user's."""
     from priorlab.zoo.hub import HubError
 
-    seen, cause = set(), err.__cause__ or err.__context__
+    seen, cause = set(), err
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         tb = cause.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
         raised_by_priorlab = tb is not None and "/priorlab/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
-        if isinstance(cause, (*USER_ERRORS, HubError)) and raised_by_priorlab:
+        if isinstance(cause, (*USER_ERRORS, OSError, HubError)) and raised_by_priorlab:
             return cause
         cause = cause.__cause__ or cause.__context__
     return None
