@@ -48,6 +48,19 @@ def test_forward_shape_dtype_odd_sizes(name, in_chans):
         assert m(y, sigma=0.1).equal(out)  # blind: sigma is accepted and ignored
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TINY_DENOISERS)
+def test_networks_compile_without_graph_breaks(name):
+    """The input checks (shape, dtype, autocast) and the UNet's padding stay inside one compiled graph: a graph
+    break would cost every compiled training step on a GPU (DenoiserModule(compile=True))."""
+    net = zoo.create_model(name, in_chans=1).train()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")  # raises on a graph break
+    x = torch.rand(2, 1, 18, 18)  # not a multiple of the UNet's 2^blocks: the padding path
+    assert compiled(x).shape == x.shape
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compiled(x).shape == x.shape
+
+
 @pytest.mark.parametrize("name", [n for n in ALL_DENOISERS if not zoo.get_spec(n).defaults.get("bias")])
 def test_bias_free_models_have_no_additive_constants(name):
     m = create_model(name, **({"depth": 4, "width": 4} if "dncnn" in name else {"width": 2}))
