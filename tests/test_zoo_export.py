@@ -336,6 +336,15 @@ def test_card_training_is_read_from_the_checkpoint_and_explicit_options_win(tmp_
     facts = zoo.export.training_from_checkpoint(ckpt)
     assert "(decay 0.9)" in facts["ema"] and "precision" not in facts
 
+    # A fine-tuned prior's card names its parent first (with the command that shows the parent's card).
+    run2 = tmp_path / "run2"
+    module2 = tiny_module(1, init_from=f"local-dir:{out}")
+    tiny_trainer(run2, max_steps=1, callbacks=[ModelCheckpoint(dirpath=run2 / "checkpoints", save_last=True)],
+                 limit_val_batches=0).fit(module2, datamodule=tiny_data(1, patch_size=16, batch_size=4))
+    init = zoo.export.training_from_checkpoint(run2 / "checkpoints" / "last.ckpt")["init"]
+    assert init.startswith(f"fine-tuned from `local-dir:{out}` (its card: `priorlab zoo show local-dir:{out}`)")
+    assert "init" not in facts  # trained from scratch: nothing claimed
+
 
 def test_exported_metrics_set_only_like_trained_published_curves_beside():
     from priorlab.cli.export import metrics_from_benchmark

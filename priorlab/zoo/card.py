@@ -137,7 +137,8 @@ def _training(config: dict[str, Any]) -> str:
     labels = {"data": "Data", "split": "Split", "recipe": "Recipe", "command": "Command",
               "samples_seen": "Samples seen", "batches": "Batches", "length": "Length", "optimizer": "Optimizer",
               "precision": "Precision", "hardware": "Hardware", "duration": "Duration", "date": "Date",
-              "source_commit": "Source commit", "ema": "Weights", "sigma_schedule": "Noise schedule"}
+              "source_commit": "Source commit", "ema": "Weights", "sigma_schedule": "Noise schedule",
+              "init": "Initialization"}
     lines = [f"- **{labels.get(k, k)}**: {'`' + v + '`' if k in ('command', 'recipe') else v}"
              for k, v in training.items() if k != "dataset_ids"]
     return "\n".join(lines)

@@ -146,7 +146,8 @@ def training_from_checkpoint(ckpt: str | Path) -> dict[str, Any]:
 
     Keys (only those the checkpoint holds): ``data`` (training sources as written in the datamodule's
     arguments, the home folder shortened to ``~``), ``batches`` (patch size, scales, batch, patches per
-    epoch), ``length`` (optimizer steps and epochs), ``optimizer`` (learning rate and its schedule),
+    epoch), ``length`` (optimizer steps and epochs), ``optimizer`` (learning rate and its schedule), ``init``
+    (the prior a fine-tuned model started from, its ``init_from``),
     ``sigma_schedule``, ``ema`` (whether the weights are an EMA, and its decay when known), ``precision``
     (when the run's ``config.yaml`` is found), and ``dataset_ids`` (Hub datasets, for the card's front matter).
 
@@ -167,7 +168,13 @@ def training_from_checkpoint(ckpt: str | Path) -> dict[str, Any]:
     hp = raw.get("hyper_parameters") or {}
     dm = raw.get("datamodule_hyper_parameters") or {}
     meta = raw.get("priorlab") or {}
-    facts = _data_facts(dm)
+    facts: dict[str, Any] = {}
+    if hp.get("init_from"):  # a fine-tuned prior names its parent first: the rest of the card is the fine-tuning
+        parent = _public(hp["init_from"])
+        card = "" if parent.endswith(".ckpt") else f" (its card: `priorlab zoo show {parent}`)"
+        facts["init"] = (f"fine-tuned from `{parent}`{card}; the data, length and optimizer below are those of the "
+                         "fine-tuning")
+    facts.update(_data_facts(dm))
     steps = raw.get("global_step")
     if isinstance(steps, int):
         progress = (((raw.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}).get("total") or {}
