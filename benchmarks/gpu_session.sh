@@ -11,11 +11,15 @@
 #        with BFDNCNN_INIT=PATH it starts from those weights; then its BSD68 PSNR at 7 noise levels (no BM3D)
 #      dsm: dsm-energy-fashion-mnist (configs/dsm_energy_fashion_mnist_gpu.yaml), starting from the weights of
 #        DSM_INIT (default: the shipped dsm-energy-fashion-mnist; empty: from scratch), Fashion-MNIST from FMNIST
+#      s10: the pair bf-dncnn-gray-s10 / dncnn-gray-s10-biased (BF-DnCNN and its biased twin, BSD400, sigma in
+#        [0, 10]/255, the same compressed schedule), half of the time each; then both on BSD68 up to sigma 100
+#      bf-dncnn-color: configs/bf_dncnn_photos_color.yaml (built-in color photos + DATA/mate if present), the
+#        schedule compressed to 13 epochs; then Set5 / Set14 color from DATA (set5_color/, set14_color/)
 # SKIP_THROUGHPUT=1, SKIP_ENERGY=1, SKIP_SAMPLING=1 skip steps 1-3 (a session that only trains); TRAIN=none skips 4.
 # Data travels in .gpu/ (ignored by git; carry it): cp -r ../shared/data/{bsd400,set12,bsd68} .gpu/ and/or
 # cp /usr/share/datasets/fashion-mnist/*images* .gpu/fmnist/ (the working tree that travels must stay < 64 MiB).
-# Results under $OUT: JSON + logs, and the trained model as a slim checkpoint (EMA weights [+ C], no
-# optimizer state), ready for `priorlab export`. Run from the repository root, without installing priorlab:
+# Results under $OUT: JSON + logs, and each trained model as a slim checkpoint train_<name>.ckpt (EMA weights
+# [+ C], no optimizer state), ready for `priorlab export`. Run from the repository root, without installing priorlab:
 #   OUT=/tmp/out FMNIST=/usr/share/datasets/fashion-mnist bash benchmarks/gpu_session.sh      # GPU machine
 # Wheels for packages missing on the machine may be put in .whl/ (installed into /tmp/site first).
 # CPU smoke test (tiny models, a few steps; see the SMOKE settings below):
@@ -58,6 +62,7 @@ if [ "$SMOKE" = 1 ]; then
       --trainer.max_epochs=1 --data.patches_per_epoch=64 --data.batch_size=16 --data.num_workers=0
       --trainer.limit_val_batches=2)
   DQ=(--max-images 2 --device cpu)
+  BIASED=(--model.arch=test_bf_dncnn --model.arch_args="{bias: true}")  # the tiny biased counterpart
   export DEVICE=cpu STEPS=2 WARMUP=1 BATCH=4 ARCH_DNCNN=test_bf_dncnn ARCH_UNET=test_bf_unet
   DSM_INIT=
   FIT=(--model.arch=test_energy_unet --trainer.accelerator=cpu --trainer.max_steps=4 --trainer.val_check_interval=2
@@ -67,6 +72,7 @@ else
   ST=()
   BF=()
   DQ=()
+  BIASED=(--model.arch=dncnn)
   export STEPS=${STEPS:-100} WARMUP=${WARMUP:-20}
   FIT=()
 fi
@@ -96,38 +102,15 @@ echo "== [$(elapsed) s] 3. sampling throughput"
 timeout 120 $PY benchmarks/sampling_throughput.py "${ST[@]}" --json "$OUT/sampling_throughput.json"
 fi
 
-left=$(( DEADLINE - $(elapsed) - 60 ))
-[ "$left" -lt 60 ] && left=60
-RUNS=$(mktemp -d)
-MAX_TIME=$(printf '00:00:%02d:%02d' $(( left / 60 )) $(( left % 60 )))
-if [ "$TRAIN" = none ]; then
-  echo "== [$(elapsed) s] 4. no training (TRAIN=none)"
-elif [ "$TRAIN" = dsm ]; then
-echo "== [$(elapsed) s] 4. dsm-energy-fashion-mnist, max_time ${left} s"
-[ -n "$DSM_INIT" ] && FIT+=(--model.init_from="$DSM_INIT")
-timeout $(( left + 45 )) $PY -m priorlab fit --config configs/dsm_energy_fashion_mnist_gpu.yaml \
-  --data.root="$FMNIST" --trainer.logger.init_args.save_dir="$RUNS" \
-  --trainer.max_time="$MAX_TIME" "${FIT[@]}" 2>&1 \
-  | grep -v "^INFO\|Tip"
-else
-echo "== [$(elapsed) s] 4. bf-dncnn-gray (compressed schedule), max_time ${left} s"
-[ -n "$BFDNCNN_INIT" ] && BF+=(--model.init_from="$BFDNCNN_INIT")
-timeout $(( left + 45 )) $PY -m priorlab fit --config configs/bf_dncnn_bsd400_gray.yaml \
-  --data.train_dirs="[$DATA/bsd400]" --data.val_dirs="[$DATA/set12]" --data.test_dirs="[$DATA/set12]" \
-  --model.milestones="[6, 8, 10, 12]" --trainer.max_epochs=13 --trainer.enable_progress_bar=false \
-  --trainer.logger.init_args.save_dir="$RUNS" --trainer.max_time="$MAX_TIME" "${BF[@]}" 2>&1 | grep -v "^INFO\|Tip"
-  bf_ckpt=$(ls -t "$RUNS"/*/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
-  if [ -n "$bf_ckpt" ] && [ -d "$DATA/bsd68" ]; then  # PSNR on BSD68 on the GPU (BM3D comes from the CPU cache later)
-    echo "== [$(elapsed) s] 5. BSD68 PSNR of the trained weights"
-    timeout 90 $PY benchmarks/denoise_quality.py --ckpt "$bf_ckpt" --name bf-dncnn-gray --datasets bsd68 \
-      --sigmas 5 10 15 25 50 75 100 --no-bm3d --data-root "$DATA" "${DQ[@]}" --out "$WORK/dq.md" \
-      --json "$OUT/bsd68_psnr.json"
-  fi
-fi
-ckpt=$(ls -t "$RUNS"/*/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
-if [ -n "$ckpt" ]; then
-  cp "$(dirname "$(dirname "$ckpt")")/metrics.csv" "$OUT/train_metrics.csv"
-  $PY - "$ckpt" "$OUT/train_last.ckpt" <<'PYEOF'
+slim() {  # slim RUN_DIR NAME: last checkpoint without optimizer state -> $OUT/train_NAME.ckpt; its metrics.csv
+  # rows -> $OUT/train_metrics.csv with a first column "run" (one file for all runs: few files come back)
+  local ckpt
+  ckpt=$(ls -t "$1"/*/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+  [ -z "$ckpt" ] && { echo "no checkpoint under $1"; return 1; }
+  awk -v run="$2" -v head="$([ -f "$OUT/train_metrics.csv" ] && echo 0 || echo 1)" \
+    'NR == 1 { if (head) print "run," $0; next } { print run "," $0 }' \
+    "$(dirname "$(dirname "$ckpt")")/metrics.csv" >> "$OUT/train_metrics.csv"
+  $PY - "$ckpt" "$OUT/train_$2.ckpt" <<'PYEOF'
 import sys, torch
 ck = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
 for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops"):
@@ -135,5 +118,59 @@ for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops"):
 torch.save(ck, sys.argv[2])
 print("slim checkpoint:", sys.argv[2], "step", ck.get("global_step"), "calibration", ck.get("priorlab", {}).get("calibration"))
 PYEOF
-fi
+}
+quality() {  # quality "DATASETS" "SIGMAS" NAME...: PSNR of $OUT/train_NAME.ckpt on the GPU -> $OUT/quality.json
+  # (BM3D comes from the CPU cache later)
+  local sets=$1 sigmas=$2 name args=()
+  shift 2
+  for name in "$@"; do [ -f "$OUT/train_$name.ckpt" ] && args+=(--ckpt "$OUT/train_$name.ckpt" --name "$name"); done
+  [ ${#args[@]} -eq 0 ] && return 0
+  for d in $sets; do [ -d "$DATA/$d" ] || { echo "no $DATA/$d: no quality figures"; return 0; }; done
+  echo "== [$(elapsed) s] 5. PSNR of $* on $sets"
+  timeout 120 $PY benchmarks/denoise_quality.py "${args[@]}" --datasets $sets --sigmas $sigmas --no-bm3d \
+    --data-root "$DATA" "${DQ[@]}" --out "$WORK/quality.md" --json "$OUT/quality.json"
+}
+fit_bf() {  # fit_bf NAME SECONDS CONFIG ARGS...: one compressed-schedule DnCNN run, slimmed to $OUT/train_NAME.ckpt
+  local name=$1 secs=$2 config=$3 runs
+  shift 3
+  runs=$(mktemp -d)
+  echo "== [$(elapsed) s] 4. $name, max_time $secs s"
+  timeout $(( secs + 45 )) $PY -m priorlab fit --config "$config" --model.milestones="[6, 8, 10, 12]" \
+    --trainer.max_epochs=13 --trainer.enable_progress_bar=false --trainer.logger.init_args.save_dir="$runs" \
+    --trainer.max_time="$(printf '00:00:%02d:%02d' $(( secs / 60 )) $(( secs % 60 )))" "${BF[@]}" "$@" 2>&1 \
+    | grep -v "^INFO\|Tip"
+  slim "$runs" "$name"
+}
+left=$(( DEADLINE - $(elapsed) - 60 ))
+[ "$left" -lt 60 ] && left=60
+fit_time=$(( left - 100 )); [ "$fit_time" -lt 30 ] && fit_time=30  # what one run leaves its evaluation
+GRAY=(--data.train_dirs="[$DATA/bsd400]" --data.val_dirs="[$DATA/set12]" --data.test_dirs="[$DATA/set12]")
+case "$TRAIN" in
+none)
+  echo "== [$(elapsed) s] 4. no training (TRAIN=none)" ;;
+dsm)
+  echo "== [$(elapsed) s] 4. dsm-energy-fashion-mnist, max_time ${left} s"
+  [ -n "$DSM_INIT" ] && FIT+=(--model.init_from="$DSM_INIT")
+  RUNS=$(mktemp -d)
+  timeout $(( left + 45 )) $PY -m priorlab fit --config configs/dsm_energy_fashion_mnist_gpu.yaml \
+    --data.root="$FMNIST" --trainer.logger.init_args.save_dir="$RUNS" \
+    --trainer.max_time="$(printf '00:00:%02d:%02d' $(( left / 60 )) $(( left % 60 )))" "${FIT[@]}" 2>&1 \
+    | grep -v "^INFO\|Tip"
+  slim "$RUNS" dsm-energy-fashion-mnist ;;
+s10)  # the two runs share the time that their evaluation leaves
+  half=$(( (left - 120) / 2 )); [ "$half" -lt 30 ] && half=30
+  S10=("${GRAY[@]}" --model.sigma_range_255="[0, 10]" --model.val_sigmas_255="[5, 10]")
+  fit_bf bf-dncnn-gray-s10 "$half" configs/bf_dncnn_bsd400_gray.yaml "${S10[@]}"
+  fit_bf dncnn-gray-s10-biased "$half" configs/bf_dncnn_bsd400_gray.yaml "${S10[@]}" "${BIASED[@]}"
+  quality bsd68 "5 10 15 25 50 75 90 100" bf-dncnn-gray-s10 dncnn-gray-s10-biased ;;
+bf-dncnn-color)
+  COLOR=(--data.train_dirs="[builtin:photos$([ -d "$DATA/mate" ] && echo ", $DATA/mate")]")
+  [ -n "$BFDNCNN_INIT" ] && COLOR+=(--model.init_from="$BFDNCNN_INIT")
+  fit_bf bf-dncnn-color "$fit_time" configs/bf_dncnn_photos_color.yaml "${COLOR[@]}"
+  quality "set5_color set14_color" "5 10 15 25 50 75 100" bf-dncnn-color ;;
+*)
+  [ -n "$BFDNCNN_INIT" ] && GRAY+=(--model.init_from="$BFDNCNN_INIT")
+  fit_bf bf-dncnn-gray "$fit_time" configs/bf_dncnn_bsd400_gray.yaml "${GRAY[@]}"
+  quality bsd68 "5 10 15 25 50 75 100" bf-dncnn-gray ;;
+esac
 echo "== [$(elapsed) s] done"

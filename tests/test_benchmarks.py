@@ -329,12 +329,45 @@ def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     files = {p.name for p in out.iterdir()}
     assert {"session.log", "energy_throughput.json", "throughput.json", "sampling_throughput.json",
-            "train_metrics.csv", "train_last.ckpt"} <= files
+            "train_metrics.csv", "train_dsm-energy-fashion-mnist.ckpt"} <= files
     assert len(files) <= 8  # what comes back from the GPU machine
     energy = json.loads((out / "energy_throughput.json").read_text())
     assert len(energy) == 4 and all(r["log_prob_img_per_s"] > 0 for r in energy.values())
     assert len(json.loads((out / "throughput.json").read_text())) == 4
     from priorlab.zoo import load
 
-    net = load(str(out / "train_last.ckpt"))  # the slim checkpoint loads as a prior
+    net = load(str(out / "train_dsm-energy-fashion-mnist.ckpt"))  # the slim checkpoint loads as a prior
     assert net.is_calibrated
+
+
+@pytest.mark.slow
+def test_gpu_session_trains_the_s10_pair_within_eight_files(tmp_path, shared_data):
+    """TRAIN=s10 trains the bias-free and the biased [0, 10] twins and evaluates both in one JSON, and leaves
+    at most the 8 files that come back from the GPU machine even after the measurement steps."""
+    import os
+    import shutil
+    import subprocess
+
+    data = shared_data
+    if shutil.which("bash") is None or not all((data / d).is_dir() for d in ("bsd400", "set12", "bsd68")):
+        pytest.skip("needs bash and ../shared/data/{bsd400,set12,bsd68}")
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": "s10", "DATA": str(data), "PY": sys.executable,
+           "DEADLINE": "200", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1", "SKIP_ENERGY": "1",
+           "SKIP_SAMPLING": "1"}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    names = ["bf-dncnn-gray-s10", "dncnn-gray-s10-biased"]
+    files = {p.name for p in out.iterdir()}
+    assert files == {"session.log", "train_metrics.csv", "quality.json", *(f"train_{n}.ckpt" for n in names)}
+    assert len(files) + 3 <= 8  # with the three measurement JSONs of a full session
+    quality = json.loads((out / "quality.json").read_text())
+    assert {r["method"] for r in quality["records"]} == set(names)
+    assert 90.0 in {r["sigma_255"] for r in quality["records"]}  # the paper's out-of-range level
+    runs = [line.split(",", 1)[0] for line in (out / "train_metrics.csv").read_text().splitlines()[1:]]
+    assert set(runs) == set(names)
+    from priorlab.zoo import load
+
+    assert load(str(out / "train_dncnn-gray-s10-biased.ckpt")).arch_config["init_args"]["bias"] is True
