@@ -81,9 +81,12 @@ def test_next_steps_after_fit_names_the_checkpoints_and_the_command_for_the_mode
     assert next_steps(trainer) == ""  # nothing written, nothing to say
     cb.last_model_path = "runs/x/last.ckpt"
     assert "priorlab denoise --ckpt runs/x/last.ckpt" in next_steps(trainer)
-    trainer.lightning_module.net = zoo.create_model("test_energy_unet", in_chans=1)
+    trainer.lightning_module.net = energy = zoo.create_model("test_energy_unet", in_chans=1)
     text = next_steps(trainer)
-    assert "priorlab logp --prior runs/x/last.ckpt" in text and "priorlab export --ckpt runs/x/last.ckpt" in text
+    assert "priorlab logp --prior runs/x/last.ckpt --data folder:IMAGES\n" in text
+    assert "priorlab export --ckpt runs/x/last.ckpt" in text
+    energy.calibration_shape = (1, 16, 16)  # calibrated: logp must box-downsample a folder to that size
+    assert "priorlab logp --prior runs/x/last.ckpt --data folder:IMAGES --resolution 16\n" in next_steps(trainer)
 
 
 @pytest.mark.slow

@@ -53,8 +53,12 @@ def next_steps(trainer) -> str:
         ckpt = ckpt or cb.last_model_path or cb.best_model_path
     if not ckpt:
         return ""
-    energy = hasattr(getattr(trainer.lightning_module, "net", None), "log_prob")
-    use = (f"priorlab logp --prior {ckpt} --data folder:IMAGES" if energy
-           else f"priorlab denoise --ckpt {ckpt} --input IMG --sigma 25 --output OUT.png")
+    net = getattr(trainer.lightning_module, "net", None)
+    if hasattr(net, "log_prob"):  # an energy model: log-probabilities at the size it was calibrated for
+        shape = getattr(net, "calibration_shape", None)
+        size = f" --resolution {shape[-1]}" if shape else ""
+        use = f"priorlab logp --prior {ckpt} --data folder:IMAGES{size}"
+    else:
+        use = f"priorlab denoise --ckpt {ckpt} --input IMG --sigma 25 --output OUT.png"
     return "\n".join([*lines, f"  use it:     {use}",
                       f"  publish it: priorlab export --ckpt {ckpt} --out exported/NAME --name NAME"])
