@@ -14,7 +14,7 @@ as PNG folders, the way a user's own images would arrive:
    (true σ) on the same noisy images (protocol of ``priorlab.benchmarks.denoising``); a markdown
    table, a JSON of the per-image records, and a figure (noisy | before | after | clean, σ₂₅₅ = 25).
 
-Example (about 10 minutes on 2 CPU cores, most of it BM3D; --no-bm3d for 6):
+Example (17 minutes with --threads 1 on a 2-core CPU that ran another job, 12 of them BM3D; --no-bm3d for 6):
     python benchmarks/finetune_domain.py --json docs/finetune_fashion_mnist.json \\
         --out docs/finetune_fashion_mnist.md --figure docs/figures/finetune_fashion_mnist.png
 """
@@ -60,9 +60,9 @@ DATASET = "fashion-mnist-test"
 
 
 def lr_text(lr: float) -> str:
-    """1e-4, 3e-4, 1e-3 (not 0.0001, 0.0003)."""
-    mantissa, exponent = f"{lr:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+    """1e-4, 3e-4, 1.5e-4 (not 0.0001, 0.0003; up to 4 significant digits, so labels stay distinct)."""
+    mantissa, exponent = f"{lr:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def idx_file(root: Path, split: str) -> Path:
@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     refuse_to_replace(args.out, args.json, args.figure, overwrite=args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if len({lr_text(lr) for lr in args.lrs}) != len(args.lrs) or min(args.lrs) <= 0:
+        raise SystemExit(f"--lrs must be distinct positive learning rates, got {args.lrs}")
     if args.prior != "bf-dncnn-small-gray":
         raise SystemExit("configs/finetune_gray.yaml fine-tunes bf-dncnn-small-gray (architecture bf_dncnn_small); "
                          "for another prior copy the config and set init_from, arch and sigma_schedule")

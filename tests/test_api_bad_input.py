@@ -34,6 +34,8 @@ def color_unet():
 def test_networks_check_their_input(gray, color_unet, make, error, message):
     with pytest.raises(error, match=message):
         gray(make())
+    meta = zoo.create_model("test_bf_dncnn", in_chans=1).to("meta")  # shape inference on the meta device still works
+    assert meta(torch.empty(1, 1, 8, 8, device="meta")).shape == (1, 1, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts float32/16 inputs and weights, not float64
         assert gray(torch.rand(1, 1, 16, 16, dtype=torch.float16)).shape == (1, 1, 16, 16)
         with pytest.raises(TypeError, match="images are float64"):

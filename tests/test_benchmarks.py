@@ -258,6 +258,9 @@ def test_finetune_domain_fine_tunes_from_png_folders_and_compares(tmp_path):
         bench.main(argv)
     with pytest.raises(SystemExit, match="images exists: give a new --work folder"):
         bench.main([*argv, "--overwrite"])
+    with pytest.raises(SystemExit, match="distinct positive learning rates"):  # one label, one run folder each
+        bench.main([*argv, "--overwrite", "--lrs", "1e-4", "1.00001e-4"])
+    assert bench.lr_text(1.5e-4) == "1.5e-4" and bench.lr_text(3e-4) == "3e-4"
 
 
 # ---- Gaussian-field energy benchmark -----------------------------------------------------------------

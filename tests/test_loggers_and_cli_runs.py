@@ -82,14 +82,35 @@ def test_fit_with_bad_training_images_is_one_line(tmp_path, monkeypatch, capsys,
     assert {p: p.read_bytes() for p in folder.iterdir()} == before
 
 
+def test_errors_of_the_training_code_keep_their_traceback(tmp_path, monkeypatch):
+    """Only input handling (data, priors, files) is reported as one line: an error raised by priorlab's training
+    code may be a bug, and PRIORLAB_TRACEBACK=1 shows the traceback of a user error too."""
+    from priorlab.core import add_noise
+    from priorlab.lightning_modules import DenoiserModule
+
+    def broken(self, batch, batch_idx):  # a bug: the ValueError is raised inside priorlab (core), not by input code
+        return add_noise(batch, -1.0)
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.max_epochs", "1"]
+    with monkeypatch.context() as m:
+        m.setattr(DenoiserModule, "training_step", broken)
+        with pytest.raises(ValueError, match="sigma must be a finite noise level"):
+            main(args)
+    monkeypatch.setenv("PRIORLAB_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="Did you mean"):
+        main([*args, "--model.init_args.init_from", "bf-dncnn-smal-gray"])
+
+
 @pytest.mark.parametrize("text, flag, message", [
     ("", "--config", "is empty: a config is a YAML mapping"),  # was jsonargparse's "Unexpected config: "
     ("- trainer\n- model\n", "--config=", "holds a YAML list, not a mapping"),
+    ("", "-c=", "is empty"),
 ])
 def test_fit_with_an_empty_or_non_mapping_config_is_one_line(tmp_path, capsys, text, flag, message):
     config = tmp_path / "my.yaml"
     config.write_text(text)
-    args = [f"--config={config}"] if flag.endswith("=") else [flag, str(config)]
+    args = [f"{flag}{config}"] if flag.endswith("=") else [flag, str(config)]
     assert main(["fit", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("priorlab fit: error: config file ") and message in err

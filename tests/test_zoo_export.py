@@ -344,6 +344,10 @@ def test_card_training_is_read_from_the_checkpoint_and_explicit_options_win(tmp_
     init = zoo.export.training_from_checkpoint(run2 / "checkpoints" / "last.ckpt")["init"]
     assert init.startswith(f"fine-tuned from `local-dir:{out}` (its card: `priorlab zoo show local-dir:{out}`)")
     assert "init" not in facts  # trained from scratch: nothing claimed
+    fake = tmp_path / "from-hub.ckpt"  # a Hub parent: `zoo show` does not take hf-hub: names
+    torch.save({"hyper_parameters": {"init_from": "hf-hub:org/prior@main"}}, fake)
+    init = zoo.export.training_from_checkpoint(fake)["init"]
+    assert "`hf-hub:org/prior@main` (its card: the README.md of that Hub repository)" in init
 
 
 def test_exported_metrics_set_only_like_trained_published_curves_beside():

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:
             from priorlab.zoo.hub import HubError
 
-            if not isinstance(err, (*USER_ERRORS, HubError)):
+            if not isinstance(err, (*USER_ERRORS, HubError)) or _want_traceback():
                 raise
             print(f"priorlab {args[0]}: error: {_message(err)}", file=sys.stderr)
             return 2
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         # the real message at the end of a long traceback; bad training data (no images, images smaller than the
         # patches, an unreadable file) raises it from the datamodule's setup: report the user error as one line.
         cause = _user_error_cause(err)
-        if cause is None:
+        if cause is None or _want_traceback():
             raise
         print(f"priorlab {args[0] if args else 'fit'}: error: {_message(cause)}", file=sys.stderr)
         return 2
@@ -89,7 +89,7 @@ def _config_file_problem(args: list[str]) -> str | None:
     """
     import yaml
 
-    paths = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    paths = [a.split("=", 1)[1] for a in args if a.startswith(("--config=", "-c="))]
     paths += [b for a, b in zip(args, args[1:]) if a in ("--config", "-c")]
     for path in paths:
         try:
@@ -111,19 +111,53 @@ def _message(err: BaseException) -> object:
     return err.args[0] if isinstance(err, KeyError) and err.args else err
 
 
+# Modules whose exceptions during a Lightning run are about the user's input (arguments, data, files, priors),
+# not bugs: the datamodules (folders, images, sizes), prior loading (init_from) and file helpers.
+_INPUT_MODULES = ("datamodules", "zoo/priors.py", "zoo/checkpoint.py", "zoo/artifact.py", "zoo/catalog.py",
+                  "zoo/hub.py", "files.py")
+
+
+def _want_traceback() -> bool:
+    """``PRIORLAB_TRACEBACK=1``: show the full traceback of a user error too (for bug reports)."""
+    import os
+
+    return os.environ.get("PRIORLAB_TRACEBACK", "") not in ("", "0")
+
+
+def _raised_in(err: BaseException) -> str | None:
+    """Path of the priorlab module (relative to the package, '/'-separated) whose code raised ``err``, if any."""
+    from pathlib import Path
+
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    package = Path(__file__).resolve().parents[1]
+    try:
+        return Path(tb.tb_frame.f_code.co_filename).resolve().relative_to(package).as_posix()
+    except ValueError:
+        return None
+
+
 def _user_error_cause(err: BaseException) -> BaseException | None:
-    """The user error (FileNotFoundError, KeyError, ValueError, an unreadable file's OSError...) that priorlab
-    raised as ``err`` or under it, if any; errors raised by other code (torch, Lightning) are not the user's."""
+    """The user error that a Lightning command should report as one line, if any.
+
+    Either a user error (FileNotFoundError, KeyError, ValueError...) raised by priorlab under ``err`` (e.g. by a
+    constructor that jsonargparse wraps), or ``err`` itself when priorlab's input handling raised it during the
+    run (a datamodule finding no image large enough, an unreadable image: an OSError too). Anything else,
+    priorlab's own training code included, keeps its traceback: it may be a bug.
+    """
     from priorlab.zoo.hub import HubError
 
-    seen, cause = set(), err
+    where = _raised_in(err)
+    if (isinstance(err, (*USER_ERRORS, OSError, HubError)) and where is not None
+            and where.startswith(_INPUT_MODULES)):
+        return err
+    seen, cause = {id(err)}, err.__cause__ or err.__context__
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        tb = cause.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        raised_by_priorlab = tb is not None and "/priorlab/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
-        if isinstance(cause, (*USER_ERRORS, OSError, HubError)) and raised_by_priorlab:
+        if isinstance(cause, (*USER_ERRORS, HubError)) and _raised_in(cause) is not None:
             return cause
         cause = cause.__cause__ or cause.__context__
     return None

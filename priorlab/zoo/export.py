@@ -171,7 +171,12 @@ def training_from_checkpoint(ckpt: str | Path) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     if hp.get("init_from"):  # a fine-tuned prior names its parent first: the rest of the card is the fine-tuning
         parent = _public(hp["init_from"])
-        card = "" if parent.endswith(".ckpt") else f" (its card: `priorlab zoo show {parent}`)"
+        if parent.endswith(".ckpt"):
+            card = ""
+        elif parent.startswith("hf-hub:"):
+            card = " (its card: the README.md of that Hub repository)"
+        else:  # a catalog name or local-dir:, which `zoo show` prints
+            card = f" (its card: `priorlab zoo show {parent}`)"
         facts["init"] = (f"fine-tuned from `{parent}`{card}; the data, length and optimizer below are those of the "
                          "fine-tuning")
     facts.update(_data_facts(dm))

@@ -143,7 +143,9 @@ def check_dtype(y: torch.Tensor, network: nn.Module) -> None:
     Autocast casts float32/16 inputs but never float64 ones, which stay an error under it too.
     """
     w = next(network.parameters(), None)
-    autocast = torch.is_autocast_enabled(y.device.type) and y.dtype != torch.float64
+    kind = y.device.type
+    autocast = (y.dtype != torch.float64 and torch.amp.is_autocast_available(kind)
+                and torch.is_autocast_enabled(kind))
     if w is not None and w.dtype != y.dtype and not autocast:
         have, want = (str(d).removeprefix("torch.") for d in (y.dtype, w.dtype))
         raise TypeError(f"the network's weights are {want} but the images are {have}: convert the images "
