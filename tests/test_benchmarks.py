@@ -356,7 +356,7 @@ def test_gpu_session_trains_the_s10_pair_within_eight_files(tmp_path, shared_dat
         pytest.skip("needs bash and ../shared/data/{bsd400,set12,bsd68}")
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": "s10", "DATA": str(data), "PY": sys.executable,
-           "DEADLINE": "200", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1", "SKIP_ENERGY": "1",
+           "DEADLINE": "400", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1", "SKIP_ENERGY": "1",
            "SKIP_SAMPLING": "1"}
     env.pop("PYTHONPATH", None)
     run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
