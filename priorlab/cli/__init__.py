@@ -94,8 +94,7 @@ def _config_file_problem(args: list[str]) -> str | None:
     for path in paths:
         try:
             with open(path, encoding="utf-8") as f:
-                text = f.read()
-            content = yaml.safe_load(text)
+                content = yaml.safe_load(f)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
         if content is None:

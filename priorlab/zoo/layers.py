@@ -121,10 +121,10 @@ def set_sync_batchnorm(module: nn.Module, enabled: bool = True) -> int:
     return n
 
 
-def check_input(y: torch.Tensor, channels: int, weights: nn.Module | None = None) -> None:
+def check_input(y: torch.Tensor, channels: int, network: nn.Module | None = None) -> None:
     """Shape and dtype of a network's input (B, C, H, W), checked without reading its values (no device sync).
 
-    With ``weights`` (the network), also :func:`check_dtype`.
+    With ``network``, also :func:`check_dtype` against its parameters.
     """
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
         raise TypeError(f"the network takes a floating-point tensor, got "
@@ -132,8 +132,8 @@ def check_input(y: torch.Tensor, channels: int, weights: nn.Module | None = None
     if y.ndim != 4 or y.shape[1] != channels:
         raise ValueError(f"the network takes (B, {channels}, H, W) images, got shape {tuple(y.shape)}"
                          + ("; add a batch axis with y[None]" if y.ndim == 3 else ""))
-    if weights is not None:
-        check_dtype(y, weights)
+    if network is not None:
+        check_dtype(y, network)
 
 
 def check_dtype(y: torch.Tensor, network: nn.Module) -> None:
