@@ -111,6 +111,7 @@ def test_solve_demosaic_color(tmp_path, ckpts):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--task", "sr", "--factor", "3"], "must divide"),
+    (["--task", "sr", "--factor", "0"], "integer >= 2"),  # not the default factor 4
     (["--task", "pixels", "--fraction", "1.5"], "(0, 1)"),
     (["--task", "sr", "--fraction", "0.5"], "--fraction applies"),
     (["--task", "demosaic"], "colour"),

@@ -120,6 +120,9 @@ def test_per_sample_stopping_freezes_converged_samples():
     traj = res.trajectory
     assert traj.shape[0] == int(res.steps.max()) + 1
     assert torch.equal(traj[s0:, 0], traj[s0:s0 + 1, 0].expand_as(traj[s0:, 0]))  # frozen
+    assert not torch.equal(traj[s0 - 1, 0], traj[s0, 0])  # ... after its last update, not before
+    moved = (traj[1:, 1] - traj[:-1, 1]).flatten(1).abs().amax(1)  # the running sample changes every step
+    assert (moved > 0).all() and torch.equal(traj[-1], res.last_iterate) and torch.equal(traj[0], x0)
     assert torch.isnan(res.sigmas[0, s0:]).all() and not torch.isnan(res.sigmas[1]).any()
     assert res.final_sigma[0] <= 0.01 and states[s0 - 1].active.tolist() == [False, True]
     assert len(states) == int(res.steps.max())
@@ -149,6 +152,8 @@ def test_bad_parameters_raise(kwargs):
 def test_shape_or_x_init_required():
     with pytest.raises(ValueError, match="exactly one"):
         sample_adaptive(blind_wiener(FIELD))
+    with pytest.raises(ValueError, match="non-empty batch"):
+        sample_adaptive(blind_wiener(FIELD), x_init=torch.zeros(0, 1, 16, 16))
     assert math.isfinite(step_size(3, 0.5))
 
 

@@ -8,6 +8,7 @@ import torch
 from priorlab.core.gaussian_field import GaussianField
 from priorlab.solvers import (
     BlockAverage,
+    FourierSubset,
     GaussianDeblur,
     MatrixOperator,
     bayer_demosaic,
@@ -116,7 +117,26 @@ def test_operator_sizes_and_errors():
     x = torch.rand(1, 3, 8, 6)
     torch.testing.assert_close(sr.measure(x) / 2, torch.nn.functional.avg_pool2d(x, 2))  # kernel 1/s
     assert bayer_demosaic((3, 4, 4)).mask.sum(0).eq(1).all()  # one colour per pixel
-    assert spectral_lowpass((1, 16, 16), 0.1).num_measurements == round(0.1 * 256)
+    assert spectral_lowpass((1, 16, 16), 0.2).num_measurements == round(0.2 * 256)
+    with pytest.raises(ValueError, match="three non-negative"):
+        random_mosaic((3, 4, 4), (float("nan"), 1.0, 1.0))
+    keep = torch.ones(1, 16, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"\+1 and -1"):
+        FourierSubset((1, 4, 4), keep, signs=torch.full((1, 4, 4), 2.0))
+    with pytest.raises(ValueError, match=r"signs must be a \(1, 4, 4\)"):
+        FourierSubset((1, 4, 4), keep, signs=torch.ones(3, 4, 4))
+
+
+@pytest.mark.parametrize(("size", "fraction"), [((16, 16), 0.1), ((64, 64), 0.1), ((9, 7), 0.3), ((16, 16), 0.2)])
+@pytest.mark.parametrize("shape", ["square", "disk"])
+def test_lowpass_keeps_whole_frequencies(size, fraction, shape):
+    # A band that depends on |f| only commutes with circular shifts; half of a conjugate pair would not
+    # (round(0.1 * 256) = 26 cuts a pair at 16x16, so 27 coefficients are kept there).
+    op = spectral_lowpass((1, *size), fraction, shape=shape)
+    assert op.num_measurements - round(fraction * size[0] * size[1]) in (0, 1)
+    x = torch.randn(2, 1, *size, generator=_gen(3), dtype=torch.float64)
+    for shift in ((1, 0), (0, 2), (3, 1)):
+        torch.testing.assert_close(op.project(x.roll(shift, dims=(2, 3))), op.project(x).roll(shift, dims=(2, 3)))
 
 
 FIELD = GaussianField(8, alpha=2.0, variance=0.05, mean=0.5)

@@ -69,7 +69,7 @@ def make_operator(cfg, image_shape, generator):
     if cfg.task == "pixels":
         return solvers.random_pixels(image_shape, fraction, generator=generator)
     if cfg.task == "sr":
-        return solvers.BlockAverage(image_shape, cfg.factor or 4)
+        return solvers.BlockAverage(image_shape, 4 if cfg.factor is None else cfg.factor)
     if cfg.task == "deblur":
         if cfg.blur_sigma is not None:
             if cfg.fraction is not None:

@@ -103,6 +103,8 @@ def ascend(denoiser, y0: torch.Tensor, *, direction: Direction | None, h0: float
     _check_params(h0, beta, sigma0, sigma_final, max_steps, guard)
     if not y0.is_floating_point() or not torch.isfinite(y0).all():
         raise ValueError("the starting images must be floating-point without NaN or infinite values")
+    if y0.ndim != 4 or y0.shape[0] == 0:
+        raise ValueError(f"need a non-empty batch of images (B, C, H, W) with B >= 1, got shape {tuple(y0.shape)}")
     if isinstance(denoiser, torch.nn.Module) and denoiser.training:
         # Trap §13.3: bias-free batch norm is only homogeneous (and deterministic) with running statistics.
         raise ValueError("the denoiser is in training mode; call denoiser.eval() before sampling")
@@ -114,7 +116,7 @@ def ascend(denoiser, y0: torch.Tensor, *, direction: Direction | None, h0: float
     steps = torch.zeros(batch, dtype=torch.long, device=y.device)
     sigma_in = torch.full((batch,), float(sigma0), dtype=y.dtype, device=y.device)  # noise level of y
     history: list[torch.Tensor] = []
-    trajectory = [y0.detach().cpu()] if return_trajectory else None
+    trajectory = [y0.detach().clone().cpu()] if return_trajectory else None
     t = 0
     while active.any() and t < max_steps:
         t += 1
@@ -141,8 +143,8 @@ def ascend(denoiser, y0: torch.Tensor, *, direction: Direction | None, h0: float
         bad = ~torch.isfinite(sigma) | (sigma > guard * sigma0)
         diverged[rows[bad]] = True
         active[rows[(sigma <= sigma_final) | bad]] = False  # per-sample stopping: frozen from now on
-        if trajectory is not None:
-            trajectory.append(y.detach().cpu())
+        if trajectory is not None:  # a copy: on the CPU .cpu() returns y itself, which the next step changes
+            trajectory.append(y.detach().clone().cpu())
         if callback is not None:
             callback(StepState(step=t, sigma=full_sigma, active=active.clone(), h=h, gamma=full_gamma))
     sigmas = torch.stack(history, dim=1)  # (B, T); the loop runs at least once

@@ -203,7 +203,7 @@ def random_mosaic(image_shape: ImageShape, proportions: tuple[float, float, floa
     if c != 3:
         raise ValueError(f"demosaicing needs colour images (C = 3), got C = {c}")
     p = torch.as_tensor(proportions, dtype=torch.float64)
-    if p.shape != (3,) or (p < 0).any() or p.sum() <= 0:
+    if p.shape != (3,) or not torch.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
         raise ValueError(f"proportions must be three non-negative numbers, got {proportions}")
     cone = torch.multinomial(p / p.sum(), h * w, replacement=True, generator=generator).view(h, w)
     op = MaskOperator(torch.stack([cone == i for i in range(3)]))
@@ -312,6 +312,9 @@ class FourierSubset(LinearOperator):
             raise ValueError(f"keep must be a boolean ({c}, {h * w}) tensor, got {keep.dtype} {tuple(keep.shape)}")
         if not keep.any():
             raise ValueError("no Fourier coefficient kept: nothing would be measured")
+        if signs is not None and (signs.shape != (c, h, w) or not bool((signs.abs() == 1).all())):
+            raise ValueError(f"signs must be a ({c}, {h}, {w}) tensor of +1 and -1 (an orthogonal map), got shape "
+                             f"{tuple(signs.shape)}" + ("" if signs.shape != (c, h, w) else " with other values"))
         super().__init__(image_shape, (int(keep.sum()),))
         self._basis = _RealFourier(h, w)
         self._index = keep.flatten().nonzero().squeeze(1)
@@ -352,7 +355,7 @@ def spectral_lowpass(image_shape: ImageShape, fraction: float, *, shape: str = "
     orthogonal projection, unlike the reference code's mask (trap §13.9). ``fraction`` is the kept
     fraction of the H·W real coefficients per channel: the round(fraction·H·W) lowest frequencies
     by the chosen norm (ties broken by the other norm, then by frequency index, which keeps the
-    real and imaginary parts of a conjugate pair together).
+    real and imaginary parts of a conjugate pair together), plus one where that count would split a pair.
 
     Args:
         image_shape: (C, H, W).
@@ -376,8 +379,10 @@ def spectral_lowpass(image_shape: ImageShape, fraction: float, *, shape: str = "
     order = torch.arange(freq.numel())
     for key in (freq.to(torch.float64), secondary[freq], primary[freq]):
         order = order[key[order].sort(stable=True).indices]
-    keep = torch.zeros(h * w, dtype=torch.bool)
-    keep[order[:k]] = True
+    # Keep whole frequencies: where the cut falls between the real and imaginary parts of one frequency
+    # (they are adjacent in this order), keep both, so the band depends on |f| only and MMᵀ commutes
+    # with circular shifts; the kept fraction is then one coefficient above fraction·H·W.
+    keep = torch.isin(freq, freq[order[:k]])
     keep = keep.expand(c, -1).clone()
     op = FourierSubset(image_shape, keep)
     op.name = "spectral-lowpass"
