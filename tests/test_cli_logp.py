@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +68,7 @@ def test_energy_estimator_writes_json_and_histogram(tmp_path, priors, npz_data, 
     assert "imagenet8-new" in rec["data"]["version"] and "gray" in rec["data"]["version"]
     assert rec["dequantization"] == "none" and e["settings"]["precision"]["cudnn_allow_tf32"] is False
     assert rec["prior_config"]["kind"] == "energy"
+    assert rec["prior_weights"]["sha256"] == hashlib.sha256(Path(_energy(priors)).read_bytes()).hexdigest()
     bpd = np.array(e["bits_per_dim"])
     assert np.allclose(bpd, -np.array(e["log_prob_nats"]) / (64 * np.log(2)) + 8, atol=1e-5)
     assert e["mean_bits_per_dim"] == pytest.approx(bpd.mean(), abs=1e-5)
@@ -100,11 +103,14 @@ def test_ode_on_a_blind_denoiser_and_image_folder(tmp_path, priors, capsys):
     assert "native size" in rec["data"]["version"] and np.isfinite(ode["mean_bits_per_dim"])
 
 
-def test_refuses_to_overwrite(tmp_path, priors, npz_data):
+def test_refuses_to_overwrite(tmp_path, priors, npz_data, capsys):
     out = tmp_path / "o"
     args = ["--prior", _energy(priors), "--data", npz_data, "--limit", "1", "--out", str(out)]
     assert run(args) == 0
     before = (out / "logp.json").read_text()
+    # One image has no standard error: reported as such, and null (valid JSON) in the record.
+    assert "(1 image, no standard error)" in capsys.readouterr().out
+    assert json.loads(before)["estimators"]["energy"]["stderr_bits_per_dim"] is None
     with pytest.raises(FileExistsError, match="--overwrite"):
         run(args)
     assert (out / "logp.json").read_text() == before

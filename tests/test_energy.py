@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from priorlab.core import energy as energy_module
 from priorlab.core.energy import (
     GaussianEnergy,
     check_quantized,
@@ -204,6 +205,18 @@ def test_calibration_formula_and_errors():
         log_norm_const_from_energies(torch.tensor([1.0, float("nan")]), 5, 100.0)
 
 
+def test_calibrate_refuses_8bit_nan_and_0_255_images(field):
+    energy = GaussianEnergy(field)
+    x = field.sample(4, torch.Generator().manual_seed(0)).clamp(0, 1)
+    with pytest.raises(TypeError, match="divide 8-bit data by 255"):
+        energy.calibrate((x * 255).round().to(torch.uint8))
+    with pytest.raises(ValueError, match="divide 8-bit data by 255"):
+        energy.calibrate(x * 255)
+    with pytest.raises(ValueError, match="NaN"):
+        energy.calibrate(torch.where(x > 0.6, torch.nan, x))
+    assert not energy.is_calibrated  # nothing was stored
+
+
 def test_log_prob_refuses_nan(field):
     energy = GaussianEnergy(field)
     energy.log_norm_const.fill_(0.0)
@@ -286,13 +299,35 @@ def test_full_precision_switches_off_tf32_and_autocast_and_restores():
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             with full_precision():
-                assert not torch.backends.cudnn.allow_tf32
-                assert torch.get_float32_matmul_precision() == "highest"
+                if energy_module._NEW_TF32_API:
+                    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+                    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+                else:
+                    assert not torch.backends.cudnn.allow_tf32
+                    assert torch.get_float32_matmul_precision() == "highest"
                 assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
             assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
         assert torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.skipif(not energy_module._NEW_TF32_API, reason="torch without the fp32_precision flags")
+def test_full_precision_with_tf32_set_through_the_new_api(field):
+    # A user who enabled TF32 with torch's per-backend flags: reading the legacy flags would raise here.
+    saved = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    try:
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        energy = GaussianEnergy(field)
+        energy.calibrate(field.sample(8, torch.Generator().manual_seed(0)), t_max=1e3)
+        assert torch.isfinite(energy.log_prob(field.sample(2, torch.Generator().manual_seed(1)))).all()
+        with full_precision():
+            assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
 
 
 def test_check_quantized():

@@ -26,6 +26,9 @@ def test_npz_rows_are_chw_flattened(tmp_path):
     i, c, y, x = 3, 2, 5, 1
     assert s.images[i, c, y, x] == data[i, c * 64 + y * 8 + x]
     assert "imagenet8-new" in s.version and "Chrabaszcz" in s.version and "val_data.npz" in s.version
+    assert s.split == "val"
+    np.savez(tmp_path / "train_data_batch_1.npz", data=data)
+    assert load_images(f"npz:{tmp_path / 'train_data_batch_1.npz'}", split="val").split == "train"  # the file's
 
 
 def test_train_batches_in_numeric_order_and_limit(tmp_path):
@@ -107,6 +110,41 @@ def test_folder_native_size_and_box_downsampling(tmp_path):
         load_images(f"folder:{tmp_path / 'nope'}")
 
 
+def test_folder_splits_are_read_and_reported_as_they_are(tmp_path):
+    rng = np.random.default_rng(4)
+    for split, n in (("train", 3), ("test", 2)):
+        (tmp_path / split).mkdir()
+        for k in range(n):
+            Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(tmp_path / split / f"{k}.png")
+    s = load_images(f"folder:{tmp_path}", split="val")  # val -> the test/ folder, never the training images
+    assert len(s.images) == 2 and s.split == "test"
+    assert len(load_images(f"folder:{tmp_path}", split="train").images) == 3
+    (tmp_path / "test").rename(tmp_path / "other")
+    with pytest.raises(ValueError, match=r"split folders \['train'\] but none for split 'val'"):
+        load_images(f"folder:{tmp_path}", split="val")
+    s = load_images(f"folder:{tmp_path / 'other'}", split="val")  # a plain folder: all of it
+    assert len(s.images) == 2 and s.split == "all (no split folder)"
+
+
+def test_folder_rejects_16bit_rgb_png(tmp_path):
+    # Pillow opens a 48-bit PNG as mode "RGB" and keeps the high bytes; the file's raw mode tells.
+    import struct
+    import zlib
+
+    h, w = 3, 4
+    raw = b"".join(b"\x00" + np.full((w, 3), 3007, ">u2").tobytes() for _ in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    (tmp_path / "deep.png").write_bytes(png)
+    assert Image.open(tmp_path / "deep.png").mode == "RGB"
+    with pytest.raises(ValueError, match="16 bits per channel"):
+        load_images(f"folder:{tmp_path}")
+
+
 def test_folder_rejects_non_8bit_images(tmp_path):
     Image.fromarray(np.zeros((4, 4), dtype=np.float32), mode="F").save(tmp_path / "f.tif")
     with pytest.raises(ValueError, match="not 8-bit"):
@@ -144,6 +182,7 @@ def test_fashion_mnist_version():
     except FileNotFoundError:
         pytest.skip("Debian package dataset-fashion-mnist not installed")
     assert s.images.shape == (3, 1, 28, 28) and "fashion-mnist" in s.version
+    assert s.split == "test (t10k)" and "t10k" in s.version  # --split val reads the test images, and says so
 
 
 def test_datamodule_flips_shuffles_and_reproduces(tmp_path):

@@ -15,7 +15,7 @@ from priorlab.benchmarks.logp import (
     prepare_images,
     probability_flow,
 )
-from priorlab.core.energy import energy_denoiser
+from priorlab.core.energy import energy_denoiser, tf32_enabled
 from priorlab.core.gaussian_field import GaussianField
 from priorlab.core.likelihood import LN2
 
@@ -39,7 +39,7 @@ class GaussianEnergy(nn.Module):
         return self.field.energy(y, t) + self.offset
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen_tf32.append(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+        self.seen_tf32.append(tf32_enabled())
         return -(self.energy(x, torch.zeros(x.shape[0], dtype=x.dtype)) + self.C)
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,11 @@ class _Bar:
         self.bar.close()
 
 
+def _pm(stderr: float, digits: int = 4) -> str:
+    """"± stderr", or a note that one image has no standard error."""
+    return f"± {stderr:.{digits}f}" if math.isfinite(stderr) else "(1 image, no standard error)"
+
+
 def histogram_figure(results: dict[str, Any], title: str):
     """Histogram of per-image log p(x) in dB/dim, one per estimator; bits/dim (8-bit) on the top axis."""
     import matplotlib
@@ -117,7 +122,7 @@ def histogram_figure(results: dict[str, Any], title: str):
     edges = np.histogram_bin_edges(pooled, bins=min(50, max(5, len(pooled) // 4)))
     for name, res in results.items():
         db = values[name]
-        ax.hist(db, bins=edges, alpha=0.55, label=f"{name}: {res.mean_bpd:.3f} ± {res.stderr_bpd:.3f} bits/dim")
+        ax.hist(db, bins=edges, alpha=0.55, label=f"{name}: {res.mean_bpd:.3f} {_pm(res.stderr_bpd, 3)} bits/dim")
         ax.axvline(float(db.mean()), color="k", lw=0.8, ls="--")
     ax.set_xlabel("log p(x)  [dB/dim = 10·log10 p / d]")
     ax.set_ylabel("images")
@@ -220,7 +225,7 @@ def run(args: list[str]) -> int:
             bar.close()
 
     for name, res in results.items():
-        print(f"{name:>6}: {res.mean_bpd:.4f} ± {res.stderr_bpd:.4f} bits/dim over {res.num_images} images "
+        print(f"{name:>6}: {res.mean_bpd:.4f} {_pm(res.stderr_bpd)} bits/dim over {res.num_images} images "
               f"(dequantization {res.dequantization}), {res.nfe:.1f} NFE/image, {res.seconds:.3f} s, "
               f"{res.images_per_second:.2f} images/s")
     ratio = None
@@ -231,6 +236,7 @@ def run(args: list[str]) -> int:
     record = {
         "command": ["priorlab", "logp", *args],
         "prior": cfg.prior, "prior_config": config,
+        "prior_weights": {"file": getattr(net, "weights_file", None), "sha256": getattr(net, "weights_sha256", None)},
         "data": {"source": cfg.data, "version": data.version, "split": data.split, "num_images": n,
                  "shape": [c, h, w], "dims": c * h * w, "levels": 256},
         "dequantization": cfg.dequantization, "seed": cfg.seed, "device": cfg.device,
@@ -238,7 +244,8 @@ def run(args: list[str]) -> int:
         "bits_per_dim_convention": "-log p / (d ln 2) + 8 (256-level bins of images in [0, 1])",
         "time_ratio_ode_over_energy": ratio,
         "estimators": {
-            name: {"mean_bits_per_dim": res.mean_bpd, "stderr_bits_per_dim": res.stderr_bpd,
+            name: {"mean_bits_per_dim": res.mean_bpd,
+                   "stderr_bits_per_dim": res.stderr_bpd if math.isfinite(res.stderr_bpd) else None,
                    "nfe_per_image": res.nfe, "nfe_per_batch": list(res.nfe_per_batch), "seconds": res.seconds,
                    "images_per_second": res.images_per_second, "settings": res.settings,
                    "log_prob_nats": [round(float(v), 6) for v in res.log_prob],

@@ -87,6 +87,20 @@ def full_precision() -> Iterator[None]:
     TF32 convolutions shift per-image energies by ~1e-2 nats and bf16 autocast by nats; evaluation
     therefore switches both off and restores the caller's settings afterwards.
     """
+    if _NEW_TF32_API:
+        # torch >= 2.9: the per-backend fp32_precision flags. Reading the legacy flags (allow_tf32,
+        # get_float32_matmul_precision) raises once a user has set these, so only these are touched.
+        flags = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+        saved = [f.fp32_precision for f in flags]
+        try:
+            for f in flags:
+                f.fp32_precision = "ieee"
+            with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+                yield
+        finally:
+            for f, value in zip(flags, saved, strict=True):
+                f.fp32_precision = value
+        return
     cudnn_tf32 = torch.backends.cudnn.allow_tf32
     matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
     matmul_precision = torch.get_float32_matmul_precision()
@@ -100,6 +114,18 @@ def full_precision() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
         torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
         torch.set_float32_matmul_precision(matmul_precision)
+
+
+_NEW_TF32_API = hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision") and hasattr(
+    torch.backends.cuda.matmul, "fp32_precision")
+
+
+def tf32_enabled() -> bool:
+    """Whether the flags that :func:`full_precision` switches off allow TF32 for cuDNN convolutions or CUDA
+    matmuls now (the per-backend ``fp32_precision`` flags on torch >= 2.9, else the legacy ``allow_tf32``)."""
+    if _NEW_TF32_API:
+        return "tf32" in (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    return bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
 
 
 def gaussian_entropy(dims: int, t: float) -> float:
@@ -307,6 +333,13 @@ class NormalizedEnergy:
             raise ValueError(f"calibration needs a batch (N >= 2, C, H, W) of images, got {tuple(images.shape)}")
         if t_max <= 0:
             raise ValueError(f"t_max must be > 0, got {t_max}")
+        if not images.is_floating_point():
+            raise TypeError(f"calibrate takes float images in [0, 1], got {images.dtype}; divide 8-bit data by 255")
+        if not torch.isfinite(images).all():
+            raise ValueError("calibration images contain NaN or infinite values")
+        if images.abs().max() > 1.5:
+            raise ValueError(f"calibration images should lie in [0, 1], but reach {float(images.abs().max()):.4g}; "
+                             "divide 8-bit data by 255")
         energies = []
         with full_precision():
             for chunk in images.split(batch_size):

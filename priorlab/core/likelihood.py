@@ -61,11 +61,11 @@ def db_per_dim(log_prob_nats: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error of the mean of per-image values (stderr 0 for a single value)."""
+    """Mean and standard error of the mean of per-image values (stderr NaN for a single value: undefined)."""
     v = values.detach().double().flatten()
     if v.numel() == 0:
         raise ValueError("no values")
     if not torch.isfinite(v).all():
         raise ValueError("values contain NaN or infinity")
-    stderr = float(v.std(unbiased=True) / math.sqrt(v.numel())) if v.numel() > 1 else 0.0
+    stderr = float(v.std(unbiased=True) / math.sqrt(v.numel())) if v.numel() > 1 else math.nan
     return float(v.mean()), stderr

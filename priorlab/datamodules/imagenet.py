@@ -195,6 +195,11 @@ def box_downsample(image: Any, resolution: int) -> Any:
 def _pil_to_uint8(image: Any, resolution: int | None, where: str) -> np.ndarray:
     from PIL import ImageOps
 
+    # Pillow opens 16-bit RGB files (PNG, TIFF) as mode "RGB" and keeps the high byte: only the raw mode of
+    # the file, known before the pixels are decoded, says so.
+    if any(";16" in str(getattr(tile, "args", "")) for tile in getattr(image, "tile", None) or []):
+        raise ValueError(f"{where} has 16 bits per channel, not 8-bit data (log-probabilities in bits/dim assume "
+                         "256 levels): convert it to an 8-bit PNG")
     image = ImageOps.exif_transpose(image)
     if image.mode not in ("L", "RGB", "RGBA", "LA", "P", "1"):
         raise ValueError(f"{where} is a {image.mode!r} image, not 8-bit gray or RGB data (log-probabilities in "
@@ -217,9 +222,16 @@ def _stack(arrays: list[np.ndarray], what: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.repeat(a, chans // a.shape[0], 0) for a in arrays]))
 
 
+# A folder split may be named by any of its aliases; the tree is read whole only when it has no split folders.
+FOLDER_SPLIT_ALIASES = {"val": ["validation", "valid", "test"], "validation": ["val", "valid", "test"],
+                        "test": ["val", "validation", "valid"]}
+ALL_FOLDER_SPLITS = {"train", "val", "validation", "valid", "test"}
+
+
 def read_image_folder(path: str | Path, split: str | None = None, limit: int | None = None,
                       resolution: int | None = None) -> tuple[torch.Tensor, str]:
-    """uint8 images of a folder (``path/split`` when that subfolder exists); returns images and where."""
+    """uint8 images of a folder: ``path/split`` (or an alias: val, validation, valid, test) when it exists,
+    else the whole tree when it has no split folders; returns the images and the folder read."""
     from PIL import Image
 
     root = Path(path).expanduser()
@@ -227,8 +239,15 @@ def read_image_folder(path: str | Path, split: str | None = None, limit: int | N
         raise NotADirectoryError(f"{root} is a file; folder: takes a folder of images")
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    if split and (root / split).is_dir():
-        root = root / split
+    for name in [split] + FOLDER_SPLIT_ALIASES.get(split, []) if split else []:
+        if (root / name).is_dir():
+            root = root / name
+            break
+    else:
+        present = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name in ALL_FOLDER_SPLITS)
+        if split and present:
+            raise ValueError(f"{root} has split folders {present} but none for split {split!r}; choose one with "
+                             "--split, or point folder: at the folder of the images to read")
     files = list_image_files(root)[:limit]
     arrays = []
     for f in files:
@@ -319,6 +338,9 @@ def load_images(data: str, *, split: str = "val", limit: int | None = None, chan
     if data in ("imagenet64", "imagenet32") or data.startswith("npz:"):
         root = _named_imagenet(data) if not data.startswith("npz:") else Path(data[4:])
         images, files = read_downsampled_imagenet(root, split, limit)
+        if root.is_file():  # one batch file: its name says which split it is, not --split
+            split = ("val" if root.name.startswith("val_data") else "train" if root.name.startswith("train_data")
+                     else root.name)
         if data.startswith("imagenet") and images.shape[-1] != int(data[8:]):
             raise ValueError(f"{root} holds {images.shape[-1]}x{images.shape[-1]} images, not {data}")
         version = f"imagenet{images.shape[-1]}-new (Chrabaszcz et al. 2017 box resize, official files: {files})"
@@ -327,10 +349,14 @@ def load_images(data: str, *, split: str = "val", limit: int | None = None, chan
             from priorlab.datamodules.fashion_mnist import load_fashion_mnist
         except ImportError as err:
             raise ValueError("fashion-mnist needs priorlab.datamodules.fashion_mnist (not in this install)") from err
-        images = load_fashion_mnist("test" if split in ("val", "validation", "test") else split)[:limit]
-        version = "fashion-mnist (Zalando, idx files of the Debian package dataset-fashion-mnist, 28x28 gray)"
+        part = "test" if split in ("val", "validation", "test") else split
+        images = load_fashion_mnist(part)[:limit]
+        split = "test (t10k)" if part == "test" else part
+        version = (f"fashion-mnist {split} (Zalando, idx files of the Debian package dataset-fashion-mnist, "
+                   "28x28 gray)")
     elif data.startswith("folder:"):
         images, where = read_image_folder(data[7:], split, limit, resolution)
+        split = Path(where).name if Path(where).name in ALL_FOLDER_SPLITS else "all (no split folder)"
         how = (f"center crop to square, PIL BOX (area) resize to {resolution}x{resolution}; not the official "
                "downsampled ImageNet files") if resolution else "native size"
         version = f"image folder {where} ({how})"

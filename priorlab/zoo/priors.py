@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from priorlab.zoo.artifact import load_folder
+from priorlab.zoo.artifact import WEIGHTS_NAME, load_folder, sha256_file
 from priorlab.zoo.catalog import PriorEntry, get_prior
 from priorlab.zoo.checkpoint import load_checkpoint
 
@@ -77,12 +77,23 @@ def load(spec: str | Path, *, map_location: str | torch.device = "cpu", revision
             this machine does not have.
         priorlab.zoo.hub.HubError: the Hub could not serve the files.
     """
+    net, weights = _load(spec, map_location=map_location, revision=revision, cache_dir=cache_dir,
+                         local_files_only=local_files_only)
+    # Which bytes were loaded, for records that must name the exact model (logp's JSON): the sha256 of the
+    # checkpoint file or of the folder's model.safetensors. Kept off prior_config, which exports copy.
+    net.weights_file = str(weights)
+    net.weights_sha256 = sha256_file(weights)
+    return net
+
+
+def _load(spec: str | Path, *, map_location, revision, cache_dir, local_files_only) -> tuple[nn.Module, Path]:
     check_device(map_location)
     text = str(spec)
     if isinstance(spec, Path) or text.endswith(".ckpt"):
-        return load_checkpoint(Path(spec), map_location=map_location)
+        return load_checkpoint(Path(spec), map_location=map_location), Path(spec)
     if text.startswith(DIR_PREFIX):
-        return load_folder(Path(text[len(DIR_PREFIX):]).expanduser(), map_location=map_location)
+        folder = Path(text[len(DIR_PREFIX):]).expanduser()
+        return load_folder(folder, map_location=map_location), folder / WEIGHTS_NAME
     if text.startswith(HUB_PREFIX):
         from priorlab.zoo.hub import download_prior, parse_hub_source
 
@@ -91,7 +102,21 @@ def load(spec: str | Path, *, map_location: str | torch.device = "cpu", revision
                                 local_files_only=local_files_only)
         net = load_folder(folder, map_location=map_location)
         net.prior_config["source"] = f"{HUB_PREFIX}{source.repo_id}@{folder.name}"
-        return net
+        return net, folder / WEIGHTS_NAME
+    if "/" in text or ":" in text or "\\" in text:
+        path = Path(text)
+        if path.is_file():
+            return load_checkpoint(path, map_location=map_location), path
+        if path.is_dir():
+            raise ValueError(f"{text!r} is a folder; load a prior folder with 'local-dir:{text}'")
+        raise FileNotFoundError(f"{text!r} is neither a prior name nor an existing file. For a checkpoint give "
+                                f"its path (.ckpt); for a Hub repository write 'hf-hub:{text}'; for a folder "
+                                f"'local-dir:{text}'")
+    entry = get_prior(text)
+    folder = resolve_folder(entry, local_files_only=local_files_only, cache_dir=cache_dir)
+    net = load_folder(folder, map_location=map_location, expected_sha256=entry.sha256)
+    net.prior_config["source"] = entry.name if entry.bundled else f"{HUB_PREFIX}{entry.hub_repo}@{entry.revision}"
+    return net, folder / WEIGHTS_NAME
     if "/" in text or ":" in text or "\\" in text:
         path = Path(text)
         if path.is_file():
