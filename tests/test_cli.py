@@ -150,6 +150,7 @@ def test_denoise_convert_gray(tmp_path, checkpoints):
     ("folder", "is a folder"),
     ("float_tiff", "32-bit float"),
     ("same_outputs", "must be different files"),
+    ("figure_bmp", "name it .png"),
     ("same", "over the input"),
     ("badckpt", "not a priorlab checkpoint"),
     ("sigma", "0-255"),
@@ -175,6 +176,8 @@ def test_denoise_errors_are_clear_and_harmless(tmp_path, checkpoints, capsys, ca
         args[1] = str(tmp_path / "f.tif")
     elif case == "same_outputs":
         args += ["--figure", str(tmp_path / "out.png")]
+    elif case == "figure_bmp":  # the figure is PNG data: a .bmp name would lie
+        args += ["--figure", str(tmp_path / "fig.bmp")]
     elif case == "folder":
         (tmp_path / "outdir").mkdir()
         args[3] = str(tmp_path / "outdir")

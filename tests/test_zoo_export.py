@@ -350,6 +350,23 @@ def test_card_training_is_read_from_the_checkpoint_and_explicit_options_win(tmp_
     assert "`hf-hub:org/prior@main` (its card: the README.md of that Hub repository)" in init
 
 
+def test_weights_only_checkpoint_of_an_ema_run_is_not_called_an_average(tmp_path):
+    # save_weights_only skips the callbacks' state, so the EMA average never reaches the file: export warns,
+    # and the card says the weights are the last step's instead of claiming nothing (or an EMA).
+    from priorlab.lightning_modules import EMA
+
+    run = tmp_path / "run"
+    cb = ModelCheckpoint(dirpath=run / "checkpoints", save_last=True, save_weights_only=True)
+    tiny_trainer(run, max_steps=2, callbacks=[cb, EMA(decay=0.9)], limit_val_batches=0).fit(
+        tiny_module(1), datamodule=tiny_data(1, patch_size=16, batch_size=4))
+    (run / "config.yaml").write_text("trainer:\n  callbacks:\n  - class_path: priorlab.lightning_modules.EMA\n"
+                                     "    init_args: {decay: 0.9}\n")
+    with pytest.warns(UserWarning, match="not their EMA.*export a full checkpoint"):
+        out = zoo.export_checkpoint(run / "checkpoints" / "last.ckpt", tmp_path / "raw")
+    training = (out / "README.md").read_text().split("## Training\n")[1].split("\n## ")[0]
+    assert "the weights of the last optimizer step, not their EMA" in training and "EMA of the weights" not in training
+
+
 def test_exported_metrics_set_only_like_trained_published_curves_beside():
     from priorlab.cli.export import metrics_from_benchmark
 

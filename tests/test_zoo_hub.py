@@ -8,6 +8,7 @@ the real upload client failing clearly (offline mode, a closed loopback port, a 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -94,6 +95,19 @@ def test_push_pull_load_round_trip_with_pinned_revisions(online, folders, monkey
         zoo.load("hf-hub:org/never-downloaded")
 
 
+def test_push_publishes_only_the_prior_files(online, folders, tmp_path):
+    folder = tmp_path / "mine"
+    shutil.copytree(folders[0], folder)
+    (folder / "notes.txt").write_text("my private notes")
+    (folder / ".model.tmp123.safetensors").write_bytes(b"left by an interrupted write")
+    client = GitMirrorClient(online.mirrors)
+    commit = push_prior(folder, "org/only-prior", client=client)
+    tree = subprocess.run(["git", "ls-tree", "--name-only", commit], cwd=client.repo_path("org/only-prior"),
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(tree) == ["README.md", "config.json", "model.safetensors"]
+    assert (folder / "notes.txt").is_file()  # the user's folder is left as it was
+
+
 def test_catalog_name_downloads_at_the_pin_and_checks_the_hash(online, folders):
     client = GitMirrorClient(online.mirrors)
     commit = push_prior(folders[0], "org/by-name", client=client)
@@ -128,8 +142,9 @@ def test_tampered_file_is_refused(online, folders):
                                   params=1, data="photos", sigma_range_255=(0.0, 100.0), headline="-",
                                   sha256=digest, hub_repo="org/tampered", revision=bad))
     try:
-        with pytest.raises(HubError, match="sha256"):
+        with pytest.raises(HubError, match="sha256") as err:
             zoo.load("tampered-prior")
+        assert "`priorlab hub pull tampered-prior --force`" in str(err.value)  # a command that works
     finally:
         zoo.unregister_prior("tampered-prior")
 

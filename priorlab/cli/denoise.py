@@ -47,6 +47,8 @@ def run(args: list[str]) -> int:
     extra = [Path(p) for p in (cfg.figure, cfg.save_noisy) if p]
     for path in [out, *extra]:
         check_output(path, [inp] + ([Path(cfg.clean)] if cfg.clean else []), cfg.overwrite)
+    if cfg.figure and Path(cfg.figure).suffix.lower() not in ("", ".png"):
+        raise ValueError(f"--figure is written as a PNG figure: name it .png, not {Path(cfg.figure).suffix!r}")
     outputs = [p.resolve() for p in [out, *extra]]
     if len(set(outputs)) < len(outputs):
         raise ValueError("--output, --figure and --save_noisy must be different files")

@@ -11,7 +11,8 @@ def build_parser():
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(prog="priorlab export", description=(
-        "Turn a checkpoint written by `priorlab fit` (its EMA weights) into a prior folder: config.json, "
+        "Turn a checkpoint written by `priorlab fit` (its EMA weights when the run averaged them; a weights-only "
+        "checkpoint holds the last step's) into a prior folder: config.json, "
         "model.safetensors and README.md (the model card, with the measured metrics). The card's Training section "
         "starts from what the checkpoint records (training data as given to the datamodule, patch size, scales, "
         "batch, epochs and steps, learning rate and schedule, EMA; precision from the run's config.yaml); "

@@ -52,6 +52,6 @@ def run(args: list[str], *, client=None) -> int:
             print(f"{entry.name} is bundled with priorlab ({entry.bundled_path()}); nothing to download")
             return 0
         folder = hub.download_prior(entry.hub_repo, revision=entry.revision, expected_sha256=entry.sha256,
-                                    cache_dir=c.cache_dir, force_download=c.force)
+                                    cache_dir=c.cache_dir, force_download=c.force, name=entry.name)
     print(f"cached {folder}")
     return 0

@@ -11,6 +11,7 @@ there and belongs to the same run.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,22 @@ def _run_config(ckpt_path: Path, hp: dict[str, Any], dm: dict[str, Any]) -> dict
     return {}
 
 
-def _ema_decay(run: dict[str, Any]) -> float | None:
-    for cb in (run.get("trainer") or {}).get("callbacks") or []:
+def _ema_callback(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The EMA callback entry of a run's config.yaml, if the run used one."""
+    for cb in ((run or {}).get("trainer") or {}).get("callbacks") or []:
         if isinstance(cb, dict) and str(cb.get("class_path", "")).rsplit(".", 1)[-1] in ("EMA", "EMAWeightAveraging"):
-            decay = (cb.get("init_args") or {}).get("decay")
-            return float(decay) if isinstance(decay, (int, float)) else None
+            return cb
     return None
+
+
+def _ema_decay(run: dict[str, Any] | None) -> float | None:
+    decay = ((_ema_callback(run) or {}).get("init_args") or {}).get("decay")
+    return float(decay) if isinstance(decay, (int, float)) else None
+
+
+RAW_WEIGHTS_OF_AN_EMA_RUN = ("the weights of the last optimizer step, not their EMA: the run used the EMA callback, "
+                             "but this checkpoint was saved weights-only (save_weights_only=True), which leaves the "
+                             "average out")
 
 
 def training_from_checkpoint(ckpt: str | Path) -> dict[str, Any]:
@@ -202,6 +213,8 @@ def training_from_checkpoint(ckpt: str | Path) -> dict[str, Any]:
                         "Lightning's weight averaging: the published weights are the average")
     elif "averaging_state" in raw:
         facts["ema"] = "an average of the weights (Lightning's weight averaging): the published weights are the average"
+    elif "callbacks" not in raw and _ema_callback(run) is not None:
+        facts["ema"] = RAW_WEIGHTS_OF_AN_EMA_RUN
     elif "callbacks" in raw:  # a weights-only checkpoint has no callback state: then nothing is claimed
         facts["ema"] = "the weights of the last optimizer step (no weight averaging)"
     if run:
@@ -244,7 +257,12 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
                          "Hub repository name), e.g. bf-dncnn-gray")
     net = load_checkpoint(ckpt)
     meta = net.prior_config
-    merged = {**training_from_checkpoint(ckpt), **(training or {})}
+    recorded = training_from_checkpoint(ckpt)
+    if recorded.get("ema") == RAW_WEIGHTS_OF_AN_EMA_RUN:
+        warnings.warn(f"{ckpt}: {RAW_WEIGHTS_OF_AN_EMA_RUN}; the card says so. To publish the average, export a "
+                      "full checkpoint of the run (ModelCheckpoint without save_weights_only, e.g. last.ckpt)",
+                      UserWarning, stacklevel=2)
+    merged = {**recorded, **(training or {})}
     training = {k: v for k, v in merged.items() if v is not None}
     extra = {"metrics_source": metrics_source} if metrics_source else None
     config = build_config(net, kind=meta.get("kind", "denoiser"), sigma_range_255=meta["sigma_range_255"],

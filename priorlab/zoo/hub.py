@@ -13,7 +13,9 @@ Uploads go through the small :class:`HubClient` interface; :class:`HfHubClient` 
 from __future__ import annotations
 
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +99,7 @@ def _explain(err: Exception, repo_id: str, revision: str | None, filename: str) 
 
 def download_prior(repo_id: str, *, revision: str | None = None, expected_sha256: str | None = None,
                    cache_dir: str | Path | None = None, local_files_only: bool = False,
-                   force_download: bool = False, endpoint: str | None = None) -> Path:
+                   force_download: bool = False, endpoint: str | None = None, name: str | None = None) -> Path:
     """Download a prior folder into the Hugging Face cache; returns its snapshot folder.
 
     Args:
@@ -143,8 +145,8 @@ def download_prior(repo_id: str, *, revision: str | None = None, expected_sha256
         if actual != expected_sha256:
             raise HubError(f"{WEIGHTS_NAME} of {repo_id}@{pinned} has sha256 {actual}, expected {expected_sha256}; "
                            "it was not loaded. The cached or served file differs from the registered release: "
-                           f"download it again with `priorlab hub pull {repo_id} --force`, and report it if it "
-                           "persists")
+                           f"download it again with `priorlab hub pull {name or f'hf-hub:{repo_id}@{pinned}'} "
+                           "--force`, and report it if it persists")
     if weights.parent != config_path.parent:
         raise HubError(f"{repo_id}: config.json and model.safetensors resolved to different commits")
     return config_path.parent
@@ -235,6 +237,8 @@ def push_prior(folder: str | Path, repo_id: str, *, client: HubClient, revision:
                private: bool = False, commit_message: str = "") -> str:
     """Publish a prior folder (as written by ``priorlab export``); returns the new commit sha.
 
+    Only ``config.json``, ``model.safetensors`` and ``README.md`` are published, whatever else the folder holds.
+
     The folder must load strictly before anything is uploaded. The upload is one commit, so a failure
     never leaves part of the folder on the Hub; when the repository was created but the upload then
     failed, the :class:`HubError` says so.
@@ -255,8 +259,15 @@ def push_prior(folder: str | Path, repo_id: str, *, client: HubClient, revision:
     except HubError as err:
         raise HubError(f"{err}. Nothing was published") from err
     try:
-        return client.upload_folder(folder, repo_id, revision=revision,
-                                    commit_message=commit_message or f"priorlab: publish {folder.name}")
+        # Only the prior's three files: a folder may also hold the user's own files (save_folder keeps them)
+        # or a temporary file of an interrupted write, and upload_folder would publish everything in it.
+        with tempfile.TemporaryDirectory(prefix="priorlab-push-") as tmp:
+            staged = Path(tmp) / folder.name
+            staged.mkdir()
+            for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+                shutil.copy2(folder / name, staged / name)
+            return client.upload_folder(staged, repo_id, revision=revision,
+                                        commit_message=commit_message or f"priorlab: publish {folder.name}")
     except Exception as err:
         # The repository exists now (made by this call, or before it): say so rather than leave it silently empty.
         branch = f" (and perhaps its new branch {revision!r})" if revision not in (None, "main") else ""

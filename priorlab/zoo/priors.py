@@ -39,7 +39,8 @@ def resolve_folder(entry: PriorEntry, *, local_files_only: bool = False, force_d
     from priorlab.zoo.hub import download_prior
 
     return download_prior(entry.hub_repo, revision=entry.revision, expected_sha256=entry.sha256,
-                          local_files_only=local_files_only, force_download=force_download, cache_dir=cache_dir)
+                          local_files_only=local_files_only, force_download=force_download, cache_dir=cache_dir,
+                          name=entry.name)
 
 
 def check_device(device: str | torch.device) -> torch.device:
