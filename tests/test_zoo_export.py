@@ -1,6 +1,7 @@
 """Published prior folders: export, strict safetensors loading, model cards, catalog, timm, CLI (no server)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import timm
@@ -72,6 +73,30 @@ def test_energy_card_shows_energy_usage_not_a_blind_denoiser():
     assert "log_prob only at 28x28 with 1 channel(s)" in card  # the size its normalization holds for
     assert "--data folder:my_images/ --resolution 28 --out logp/" in card  # folders of other sizes are resized
     assert "\nAn energy prior for gray natural images" in card
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["bf-dncnn-small-gray", "bf-unet-small-gray", "bf-unet-small-color"])
+def test_card_fine_tuning_command_names_a_config_and_the_prior_network(name, capsys):
+    import shlex
+
+    from priorlab.lightning_modules import DenoiserModule
+    from priorlab.zoo.card import render_card
+
+    card = render_card(zoo.read_config(zoo.get_prior(name).bundled_path()))
+    command = shlex.split(card.split("Fine-tune it")[1].split("```bash\n")[1].split("```")[0].replace("\\\n", " "))
+    assert command[:2] == ["priorlab", "fit"]
+    opts = dict(zip(command[2::2], command[3::2], strict=True))
+    assert (REPO / opts["--config"]).is_file()
+    command[command.index("--config") + 1] = str(REPO / opts["--config"])
+    # The options parse with the config, and the network they name takes the prior's weights (strict load).
+    with pytest.raises(SystemExit) as done:
+        main([*command[1:], "--print_config"])
+    assert done.value.code in (0, None) and f"init_from: {name}" in capsys.readouterr().out
+    DenoiserModule(arch=opts["--model.init_args.arch"], in_chans=zoo.get_prior(name).channels,
+                   init_from=opts["--model.init_args.init_from"])
 
 
 def test_card_timm_example_runs_in_a_fresh_process_as_written():

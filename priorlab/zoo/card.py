@@ -192,6 +192,14 @@ x_hat = net(y)                        # y: (B, {channels}, H, W) noisy images in
 priorlab denoise --prior {load_spec} --input photo.png --sigma 25 --output denoised.png
 priorlab sample  --prior {load_spec} --num 16 --size 64 --out samples.png
 priorlab solve   --prior {load_spec} --task sr --factor 4 --input photo.png --crop 96 --out sr/
+```
+
+Fine-tune it on your own images (a config of the priorlab repository; the network arguments must stay this
+prior's):
+
+```bash
+priorlab fit --config configs/{finetune}.yaml --model.init_args.init_from {load_spec} \\
+    --model.init_args.arch {arch}{schedule} --data.init_args.train_dirs '[my_images/]'
 ```"""
 
 _ENERGY_USAGE = """```python
@@ -240,8 +248,11 @@ def render_card(config: dict[str, Any], *, name: str | None = None, load_spec: s
     resolution = f" --resolution {shape[-1]}" if shape and shape[-1] == shape[-2] else ""
     bias_free = not config["init_args"].get("bias", True)
     article = "A" if bias_free or config["kind"][0] not in "aeiou" else "An"
+    schedule = (config.get("training") or {}).get("sigma_schedule")
     usage = (_ENERGY_USAGE if config["kind"] == "energy" else _DENOISER_USAGE).format(
-        load_spec=load_spec, channels=config["channels"], resolution=resolution)
+        load_spec=load_spec, channels=config["channels"], resolution=resolution, arch=config["architecture"],
+        finetune="finetune_gray" if config["channels"] == 1 else "finetune_color",
+        schedule=f" --model.init_args.sigma_schedule {schedule}" if schedule else "")
     return template.substitute(
         front_matter=_front_matter(config, name, license_id),
         title=name,
