@@ -50,7 +50,8 @@ def effective_radius(filters: torch.Tensor, pixels: torch.Tensor) -> torch.Tenso
         pixels: (K, 2) (row, column) centres.
 
     Returns:
-        (..., K) radii; 0 for an identity filter, about s·√2 for a 2-D Gaussian of std s.
+        (..., K) radii; 0 for an identity filter, s for a 2-D Gaussian of std s (its squared weights have std
+        s/√2 per axis).
     """
     h, w = filters.shape[-2:]
     rows = torch.arange(h, dtype=torch.float64, device=filters.device)

@@ -267,7 +267,7 @@ def _parse_pixels(pixels, size: int):
 
 def _filters(cfg, priors, files, g, meta, paths) -> int:
     from priorlab.analysis import adaptive_filters
-    from priorlab.cli.analyze_figures import filters_figure, radius_figure
+    from priorlab.cli.analyze_figures import SIGN_LEGEND, filters_figure, radius_figure
     from priorlab.core import sigma_from_255
     from priorlab.plotting import save_figure
 
@@ -281,7 +281,7 @@ def _filters(cfg, priors, files, g, meta, paths) -> int:
             "effective_radius_definition": "sqrt(sum_j w_j^2 d_j^2 / sum_j w_j^2), d_j distance to the pixel"}
     _write_json(data, paths[0])
     title = (f"{Path(spec).name}: rows of A_y at {files[0].name} crop {box} "
-             "(red > 0, blue < 0, colours saturate at 20% of the peak)")
+             f"({SIGN_LEGEND[crop.shape[-3]]}; colours saturate at 20% of the peak)")
     save_figure(filters_figure(crop, r, cfg.sigmas, title), paths[1])
     save_figure(radius_figure(r, cfg.sigmas, f"{Path(spec).name}: filter radius vs σ"), paths[2])
     for s, sig in enumerate(cfg.sigmas):
@@ -292,7 +292,7 @@ def _filters(cfg, priors, files, g, meta, paths) -> int:
 
 def _basis(cfg, priors, files, g, meta, paths) -> int:
     from priorlab.analysis import adaptive_basis
-    from priorlab.cli.analyze_figures import basis_figure
+    from priorlab.cli.analyze_figures import SIGN_LEGEND, basis_figure
     from priorlab.plotting import save_figure
 
     spec, net, crop, box, sigma, y = _noisy_crop(cfg, priors, files, g)
@@ -303,7 +303,8 @@ def _basis(cfg, priors, files, g, meta, paths) -> int:
     data = {**meta, "crop_yx_size": box, "sigma_255": cfg.sigma, "mode": "exact" if r.exact else "matrix-free",
             "eigenvalues_sym": r.eigenvalues.tolist()}
     _write_json(data, paths[0])
-    title = f"{Path(spec).name}: leading eigenvectors of ½(A+Aᵀ), {files[0].name} crop {box}, σ={cfg.sigma:g}/255"
+    title = (f"{Path(spec).name}: leading eigenvectors of ½(A+Aᵀ), {files[0].name} crop {box}, σ={cfg.sigma:g}/255 "
+             f"({SIGN_LEGEND[y.shape[-3]]})")
     save_figure(basis_figure(y, r.eigenvalues, r.eigenvectors, title), paths[1])
     print(f"leading eigenvalues: {', '.join(f'{v:.3f}' for v in r.eigenvalues[:8].tolist())}")
     print("\n".join(f"-> {p}" for p in paths))

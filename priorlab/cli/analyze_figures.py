@@ -28,12 +28,19 @@ def _gray(ax, img: torch.Tensor, title: str = "") -> None:
     ax.axis("off")
 
 
+SIGN_LEGEND = {1: "red > 0, blue < 0", 3: "RGB about mid-gray: gray = 0, a channel brighter than gray > 0"}
+
+
 def _signed(ax, img: torch.Tensor, title: str = "", saturate: float = 1.0) -> None:
-    """Signed map, red > 0, blue < 0; the colour scale saturates at ``saturate`` × the largest |value|."""
+    """Signed map that saturates at ``saturate`` × the largest |value|: one channel in red (> 0) and blue (< 0);
+    three channels as an RGB image about mid-gray (0.5 + 0.5·value/limit per channel), which keeps each
+    channel's sign (:data:`SIGN_LEGEND`)."""
     a = img.detach().float().cpu()
-    a = a[0] if a.shape[0] == 1 else a.pow(2).sum(0).sqrt()
     lim = max(saturate * a.abs().max().item(), 1e-12)
-    ax.imshow(a.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    if a.shape[0] == 1:
+        ax.imshow(a[0].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    else:
+        ax.imshow((0.5 + 0.5 * (a / lim).clamp(-1, 1)).permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
