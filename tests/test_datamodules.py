@@ -445,6 +445,33 @@ def test_imagefolder_streaming_holds_out_first_images(imagefolder, hf_cache):
     assert patches.shape == (40, 1, 16, 16)
 
 
+def test_imagefolder_streaming_never_trains_on_held_out_images(tmp_path, hf_cache):
+    # 16 flat images (gray level 10·(k+1)): a patch's value names its image. In a stream of several shards read
+    # by several DataLoader workers, holding out by position (skip) trained on held-out images; the held-out
+    # ones are now excluded by identity.
+    import io
+
+    import datasets
+
+    def png(k: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((16, 16), 10 * (k + 1), np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    rows = datasets.Dataset.from_dict({"image": [{"bytes": png(k), "path": None} for k in range(16)]})
+    rows = rows.cast_column("image", datasets.Image())
+    (tmp_path / "unused").mkdir()
+    dm = ImageFolderDataModule(str(tmp_path / "unused"), streaming=True, val_split=None, max_val_images=4,
+                               channels=1, patch_size=8, patches_per_epoch=256, patches_per_image=1,
+                               shuffle_buffer=0, scales=(1.0,), num_workers=2, batch_size=8)
+    dm._load = lambda: {"train": rows.to_iterable_dataset(num_shards=4)}  # like a Hub dataset of 4 shards
+    dm.setup("fit")
+    held = {round(float(v.mean()) * 255) for v in dm.val_images}
+    trained = {round(float(v) * 255) for v in torch.cat(list(dm.train_dataloader())).flatten(1).mean(1)}
+    assert len(held) == 4 and trained and not held & trained
+    assert trained <= {10 * (k + 1) for k in range(16)} - held
+
+
 # -- GaussianFieldDataModule --------------------------------------------------------------------------
 
 def test_gaussian_datamodule():

@@ -100,3 +100,11 @@ def test_ema_resumes_from_a_lightning_checkpoint(tmp_path):
     got = avg.module.state_dict()
     for k, v in expected.items():
         torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_ema_pickles_for_ddp_spawn():
+    # ddp_spawn pickles every callback; Lightning's avg_fn closure would make that fail.
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(EMA(decay=0.9)))
+    assert clone.decay == 0.9 and "avg_fn" not in clone._kwargs

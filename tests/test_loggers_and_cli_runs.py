@@ -58,6 +58,19 @@ def test_fit_with_a_bad_init_from_is_one_line(tmp_path, monkeypatch, capsys, ini
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--model.init_args.sigma_schedule", "log_uniform"], "log_uniform needs a noise range above 0"),
+    (["--trainer.strategy", '{"class_path": "lightning.pytorch.strategies.DDPStrategy", '
+      '"init_args": {"static_graph": true}}'], "static_graph=True) is not supported"),
+])
+def test_fit_with_settings_that_cannot_work_is_one_line(tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["fit", "--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.fast_dev_run", "true",
+               *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and "priorlab fit: error: " in err and message in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("files, message", [
     ({"a.png": "small"}, "no source image is at least 16x16 pixels"),
     ({"a.png": "small", "b.png": "garbage"}, "cannot read image file"),

@@ -40,6 +40,23 @@ def test_validation_logs_psnr_per_sigma_and_mean(tmp_path):
     assert metrics["val/psnr_25"] > metrics["val/psnr_50"]  # less noise, higher PSNR, even untrained-ish
 
 
+def test_validation_psnr_is_the_mean_of_per_image_psnrs(tmp_path):
+    from priorlab.lightning_modules.denoiser import _images, validation_noise
+
+    m, dm = tiny_module(), tiny_data()  # validation at sigma 25 (index 0) and 50, on 2 images (limit_val_batches)
+    logged = tiny_trainer(tmp_path).validate(m, datamodule=dm, verbose=False)[0]["val/psnr_25"]
+    m.eval()
+    psnrs = []
+    for i, batch in zip(range(2), dm.val_dataloader()):
+        x = _images(batch)
+        assert x.shape[0] == 1  # one image per validation step
+        with torch.no_grad():
+            x_hat = m(x + validation_noise(x, 25 / 255, index=i, sigma_index=0)).clamp(0, 1)
+        psnrs.append(-10 * torch.log10((x_hat - x).pow(2).mean()).item())
+    assert len(psnrs) > 1 and max(psnrs) - min(psnrs) > 0.1  # the images differ, so pooling would differ
+    assert logged == pytest.approx(sum(psnrs) / len(psnrs), abs=1e-4)
+
+
 def test_validation_noise_is_fixed_across_runs(tmp_path):
     m = tiny_module()
     trainer = tiny_trainer(tmp_path)
@@ -132,6 +149,28 @@ def test_denoise_figure_written_at_fit_end(tmp_path):
     assert fig_cb.last_psnr is not None and fig_cb.last_psnr > 0
 
 
+def test_denoise_figure_during_training_uses_the_validation_weights(tmp_path):
+    # EMA listed first (as in every config): it swaps the raw weights back at the end of validation, so a figure
+    # drawn then showed the raw weights while val/psnr was measured with the average.
+    seen: dict[str, list[torch.Tensor]] = {"validation": [], "figure": []}
+
+    class Spy(DenoiserModule):
+        def validation_step(self, batch, batch_idx):
+            seen["validation"].append(next(self.net.parameters()).detach().clone())
+            return super().validation_step(batch, batch_idx)
+
+    class SpyFigure(DenoiseFigure):
+        def _panels(self, trainer, pl_module):
+            seen["figure"].append(next(pl_module.net.parameters()).detach().clone())
+            return super()._panels(trainer, pl_module)
+
+    module = Spy(arch="test_bf_dncnn", val_sigmas_255=(25.0,))
+    _fit(tmp_path, module, max_steps=4, limit_val_batches=1, num_sanity_val_steps=0,
+         callbacks=[EMA(decay=0.5), SpyFigure(max_images=1, crop=16)])
+    assert len(seen["figure"]) >= 2  # during training, and at fit end
+    assert torch.equal(seen["figure"][0], seen["validation"][0])  # the averaged weights, like val/psnr
+
+
 # ---- DDP parity ------------------------------------------------------------------------------------
 class FixedNoiseModule(DenoiserModule):
     """Noise as a fixed function of the image, so one and two processes see the same noisy batch."""
@@ -189,3 +228,22 @@ def test_ema_network_denoises_early_in_training(tmp_path):
     # Without the batch-norm warm start the averaged running variances lag so far behind that the
     # averaged network is close to the identity here (measured: 0.98 of the input MSE; 0.66 with it).
     assert mse_ema < 0.8 * mse_in, (mse_ema, mse_raw, mse_in)
+
+
+def test_training_noise_differs_across_ranks_and_reproduces_per_rank():
+    # seed_everything seeds every DDP rank alike; the training noise comes from a per-rank generator instead.
+    from types import SimpleNamespace
+
+    x = torch.rand(4, 1, 8, 8)
+
+    def draw(rank: int, step: int = 0):
+        torch.manual_seed(0)  # what seed_everything(0) does on every rank
+        m = tiny_module()
+        m._trainer = SimpleNamespace(global_rank=rank, global_step=step)
+        y, sigma = m.corrupt(x)
+        return y, sigma
+
+    (y0, s0), (y0b, s0b), (y1, s1), (y2, _) = draw(0), draw(0), draw(1), draw(0, step=100)
+    assert torch.equal(y0, y0b) and torch.equal(s0, s0b)  # reproducible for a seed and rank
+    assert not torch.equal(s0, s1) and not torch.allclose(y0 - x, y1 - x)  # other ranks: other noise
+    assert not torch.equal(y0, y2)  # a run resumed at step 100 does not replay step 0's noise

@@ -147,8 +147,11 @@ def _user_error_cause(err: BaseException) -> BaseException | None:
     run (a datamodule finding no image large enough, an unreadable image: an OSError too). Anything else,
     priorlab's own training code included, keeps its traceback: it may be a bug.
     """
+    from priorlab.core.errors import ConfigError
     from priorlab.zoo.hub import HubError
 
+    if isinstance(err, ConfigError):  # a setting that cannot work, found during the run
+        return err
     where = _raised_in(err)
     if (isinstance(err, (*USER_ERRORS, OSError, HubError)) and where is not None
             and where.startswith(_INPUT_MODULES)):

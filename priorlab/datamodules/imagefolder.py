@@ -22,8 +22,9 @@ Validation uses split ``val_split`` when the dataset has it. Otherwise a held-ou
 training split: a fixed fraction ``val_fraction`` chosen by a permutation with seed 0 (independent
 of ``seed``, so changing the training seed never moves images between training and validation);
 with streaming, whose length is unknown, the first ``max_val_images`` (default 16) images of the
-stream, which training then skips. Streaming always bounds validation to ``max_val_images``
-(default 16) images. Test and predict use the validation images.
+stream, which training then leaves out wherever they come (by the hash of their bytes, or their
+path). Streaming always bounds validation to ``max_val_images`` (default 16) images. Test and predict
+use the validation images.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _image_key(value: Any) -> str:
+    """Identity of an undecoded image cell (``{"bytes", "path"}``): the sha256 of its bytes, else its path."""
+    import hashlib
+
+    if isinstance(value, dict) and value.get("bytes"):
+        return hashlib.sha256(value["bytes"]).hexdigest()
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    raise ValueError(f"cannot identify an image cell of type {type(value).__name__}")
 
 
 def _decode(value: Any, channels: int, where: str) -> torch.Tensor:
@@ -286,7 +298,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if has_val:
             val = self._split(splits, self.val_split).take(n_val)
         else:
-            val, train = train.take(n_val), train.skip(n_val)
+            # Held out by identity, not by position: with several shards and DataLoader workers, datasets applies
+            # a skip(n) inside each worker's shards, which would train on some held-out images.
+            val = list(train.take(n_val))
+            col = self.image_column
+            held = {_image_key(row[col]) for row in val}
+            train = train.filter(lambda row: _image_key(row[col]) not in held)
         if self.max_images is not None:
             train = train.take(self.max_images)
         self.val_images = self._decode_all(val, "validation")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -95,7 +96,13 @@ class DenoiseFigure(pl.Callback):
         self.last_path = path
         return path
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        # Drawn during validation, with the weights that validation uses: a weight-averaging callback swaps the
+        # average in at the start of the validation epoch and back at its end, and at the epoch's end the
+        # callbacks listed before this one have already swapped the raw weights back.
+        if batch_idx != 0 or dataloader_idx != 0:
+            return
         if trainer.sanity_checking or not trainer.is_global_zero or self.every_n_epochs <= 0:
             return
         if trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.every_n_epochs:

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio
 
+from priorlab.core.errors import ConfigError
 from priorlab.core.losses import denoising_loss, noise_normalized_weight
 from priorlab.core.noise import SigmaSchedule, add_noise, sample_sigmas, sigma_from_255
 from priorlab.zoo import create_model, set_sync_batchnorm
@@ -22,7 +23,7 @@ def refuse_static_graph(trainer: pl.Trainer) -> None:
     """DDP's ``static_graph=True`` silently corrupts gradients of input-gradient losses (ecosystem.md §6.3)."""
     ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None) or {}
     if ddp_kwargs.get("static_graph"):
-        raise ValueError("DDPStrategy(static_graph=True) is not supported by priorlab: it gives silently "
+        raise ConfigError("DDPStrategy(static_graph=True) is not supported by priorlab: it gives silently "
                          "wrong gradients with input-gradient losses. Use strategy: ddp without static_graph.")
 
 
@@ -38,6 +39,30 @@ def _log_this_step(trainer: pl.Trainer) -> bool:
         return bool(connector.should_update_logs)
     except (AttributeError, NotImplementedError):  # another Lightning version or no active loop: log every step
         return True
+
+
+# Validation PSNR: the mean over images of each image's PSNR (algorithms.md §2.7, as benchmarks/denoise_quality.py),
+# not torchmetrics' default, the PSNR of the MSE pooled over all pixels of all images (large images weigh more).
+PSNR_PER_IMAGE = dict(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")
+
+
+def training_noise_generator(module: pl.LightningModule, device: torch.device) -> torch.Generator | None:
+    """The generator of a module's training noise: one per process, seeded from the run's seed, the rank and
+    the step at which training (re)started, so that DDP ranks draw different noise levels and noise (the
+    global RNG is seeded alike on every rank by ``seed_everything``) and a resumed run does not replay the
+    noise of its first steps. None outside a Trainer (the global RNG is used then)."""
+    trainer = module._trainer
+    if trainer is None:
+        return None
+    gen = getattr(module, "_noise_generator", None)
+    if gen is None or gen.device != device:
+        import numpy as np
+
+        key = [torch.initial_seed(), trainer.global_rank, trainer.global_step]
+        seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        module._noise_generator = gen
+    return gen
 
 
 def log_train_step(module: pl.LightningModule, values: dict[str, torch.Tensor], *, batch_size: int) -> None:
@@ -124,14 +149,17 @@ class DenoiserModule(pl.LightningModule):
             raise ValueError(f"sigma_range_255 must satisfy 0 <= min <= max, got {sigma_range_255}")
         if loss_weighting not in ("none", "noise"):
             raise ValueError(f"loss_weighting must be 'none' or 'noise', got {loss_weighting!r}")
+        if sigma_schedule == "log_uniform" and lo <= 0:
+            raise ValueError(f"sigma_schedule log_uniform needs a noise range above 0, got sigma_range_255 "
+                             f"{list(sigma_range_255)}: e.g. [1.0, {hi:g}]")
         self.save_hyperparameters()
         self.net: nn.Module = create_model(arch, in_chans=in_chans, **(arch_args or {}))
         if init_from:
             init_weights_from(self.net, init_from)
         self.sigma_min, self.sigma_max = sigma_from_255(lo), sigma_from_255(hi)
         self.val_sigmas_255 = [float(s) for s in val_sigmas_255]
-        self.val_psnr = nn.ModuleList(PeakSignalNoiseRatio(data_range=1.0) for _ in self.val_sigmas_255)
-        self.test_psnr = nn.ModuleList(PeakSignalNoiseRatio(data_range=1.0) for _ in self.val_sigmas_255)
+        self.val_psnr = nn.ModuleList(PeakSignalNoiseRatio(**PSNR_PER_IMAGE) for _ in self.val_sigmas_255)
+        self.test_psnr = nn.ModuleList(PeakSignalNoiseRatio(**PSNR_PER_IMAGE) for _ in self.val_sigmas_255)
         self.val_loss = MeanMetric()
 
     # ---- the Denoiser contract -------------------------------------------------------------------
@@ -143,9 +171,10 @@ class DenoiserModule(pl.LightningModule):
 
     def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Noisy training input y = x + σz with one σ per image drawn from the training range."""
+        g = training_noise_generator(self, x.device)
         sigma = sample_sigmas(x.shape[0], self.sigma_min, self.sigma_max,
-                              schedule=self.hparams.sigma_schedule, device=x.device)
-        y, _ = add_noise(x, sigma)
+                              schedule=self.hparams.sigma_schedule, device=x.device, generator=g)
+        y, _ = add_noise(x, sigma, generator=g)
         return y, sigma
 
     # ---- Lightning hooks -------------------------------------------------------------------------

@@ -29,7 +29,14 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from priorlab.core.energy import DEFAULT_T_MAX, check_quantized, full_precision, log_norm_const_from_energies
 from priorlab.core.likelihood import bits_per_dim
 from priorlab.core.losses import dsm_loss, tsm_loss
-from priorlab.lightning_modules.denoiser import _images, log_train_step, refuse_static_graph, validation_noise
+from priorlab.lightning_modules.denoiser import (
+    PSNR_PER_IMAGE,
+    _images,
+    log_train_step,
+    refuse_static_graph,
+    training_noise_generator,
+    validation_noise,
+)
 from priorlab.zoo import create_model
 from priorlab.zoo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from priorlab.zoo.priors import init_from as init_weights_from
@@ -106,7 +113,7 @@ class DualScoreModule(pl.LightningModule):
         self.val_psnr_in = [float(p) for p in val_psnr_in]
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({
-                "psnr": nn.ModuleList(PeakSignalNoiseRatio(data_range=1.0) for _ in self.val_psnr_in),
+                "psnr": nn.ModuleList(PeakSignalNoiseRatio(**PSNR_PER_IMAGE) for _ in self.val_psnr_in),
                 **{k: MeanMetric().set_dtype(torch.float64) for k in ("dsm", "tsm", "u0", "u_max", "u_max_sq")},
             }) for stage in ("val", "test")
         })
@@ -139,8 +146,10 @@ class DualScoreModule(pl.LightningModule):
 
     def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Noisy training input y = x + √t·z, one variance t per image (log-uniform); returns (y, t)."""
-        t = sample_variances(x.shape[0], self.hparams.log10_t_range, device=x.device)
-        return x + t.sqrt().view(-1, 1, 1, 1).to(x.dtype) * torch.randn_like(x), t
+        g = training_noise_generator(self, x.device)
+        t = sample_variances(x.shape[0], self.hparams.log10_t_range, device=x.device, generator=g)
+        z = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+        return x + t.sqrt().view(-1, 1, 1, 1).to(x.dtype) * z, t
 
     def _loss_terms(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, create_graph: bool,
                     ) -> tuple[torch.Tensor, torch.Tensor]:

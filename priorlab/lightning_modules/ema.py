@@ -101,6 +101,9 @@ class EMA(EMAWeightAveraging):
                          update_starting_at_epoch=update_starting_at_epoch)
         self.decay = _checked_decay(decay)
         self.ema_device, self.ema_use_buffers = device, use_buffers
+        # Lightning keeps avg_fn, a closure, for its AveragedModel; ours does not use it, and a closure cannot be
+        # pickled, which ddp_spawn does to every callback (ecosystem.md §6.6).
+        self._kwargs.pop("avg_fn", None)
 
     def state_dict(self) -> dict[str, Any]:
         """Lightning's callback state plus the decay, so that a checkpoint says how its average was made."""
