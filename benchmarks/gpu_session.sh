@@ -16,6 +16,11 @@
 #      bf-dncnn-color: configs/bf_dncnn_photos_color.yaml (built-in color photos + DATA/mate if present), the
 #        schedule compressed to 13 epochs; then Set5 / Set14 color from DATA (set5_color/, set14_color/)
 # SKIP_THROUGHPUT=1, SKIP_ENERGY=1, SKIP_SAMPLING=1 skip steps 1-3 (a session that only trains); TRAIN=none skips 4.
+# Steps 1-3 take about 400-470 s on an H100 (estimate), so within one 555-s command either measure (TRAIN=none)
+# or train (SKIP_THROUGHPUT=1 SKIP_ENERGY=1 SKIP_SAMPLING=1): a step that would run past DEADLINE is skipped, and
+# training is skipped (with a message) when less than MIN_FIT (150) seconds would be left for it. The compressed
+# schedule sizes its epochs to the time it gets (RATE, 9,000 patches/s: the H100's compiled Lightning rate), so
+# the learning-rate halvings happen; a run started from BFDNCNN_INIT restarts the schedule at 1e-3 (a warm restart).
 # Data travels in .gpu/ (ignored by git; carry it): cp -r ../shared/data/{bsd400,set12,bsd68} .gpu/ and/or
 # cp /usr/share/datasets/fashion-mnist/*images* .gpu/fmnist/ (the working tree that travels must stay < 64 MiB).
 # Results under $OUT: JSON + logs, and each trained model as a slim checkpoint train_<name>.ckpt (EMA weights
@@ -39,6 +44,16 @@ WORK=$(mktemp -d)              # intermediate files; only a few files come back 
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
 elapsed() { echo $(( $(date +%s) - START )); }
+budget() {  # budget SECONDS: the timeout a step may use (at most SECONDS, ending 15 s before DEADLINE); 0: skip it
+  local left=$(( DEADLINE - $(elapsed) - 15 ))
+  if [ "$left" -lt 20 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
+run_step() {  # run_step SECONDS CMD...: the command under its budget, or a message that there was no time left
+  local t
+  t=$(budget "$1"); shift
+  if [ "$t" -eq 0 ]; then echo "skipped (no time left before DEADLINE $DEADLINE s): $*"; return 0; fi
+  timeout "$t" "$@"
+}
 merge_json() {  # merge_json OUT.json IN.json...: one JSON object {input file name: its content}
   $PY - "$@" <<'PYEOF'
 import json, sys
@@ -64,6 +79,7 @@ if [ "$SMOKE" = 1 ]; then
   DQ=(--max-images 2 --device cpu)
   BIASED=(--model.arch=test_bf_dncnn --model.arch_args="{bias: true}")  # the tiny biased counterpart
   export DEVICE=cpu STEPS=2 WARMUP=1 BATCH=4 ARCH_DNCNN=test_bf_dncnn ARCH_UNET=test_bf_unet
+  MIN_FIT=0
   DSM_INIT=
   FIT=(--model.arch=test_energy_unet --trainer.accelerator=cpu --trainer.max_steps=4 --trainer.val_check_interval=2
        --data.batch_size=8 --data.val_size=16 --data.train_limit=64 --data.eval_batch_size=8 --data.num_workers=0)
@@ -74,8 +90,10 @@ else
   DQ=()
   BIASED=(--model.arch=dncnn)
   export STEPS=${STEPS:-100} WARMUP=${WARMUP:-20}
+  MIN_FIT=${MIN_FIT:-150}
   FIT=()
 fi
+RATE=${RATE:-9000}  # training patches/s assumed when sizing the compressed schedule's epochs
 
 if [ -z "${SKIP_THROUGHPUT:-}" ]; then
 echo "== [$(elapsed) s] 1. training throughput (device_checks.sh)"
@@ -86,20 +104,21 @@ fi
 
 if [ -z "${SKIP_ENERGY:-}" ]; then
 echo "== [$(elapsed) s] 2. energy throughput"
-timeout 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --json "$WORK/energy_default.json"
-timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark \
+run_step 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --json "$WORK/energy_default.json"
+run_step 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark \
   --json "$WORK/energy_cudnn_benchmark.json"
-timeout 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark --channels-last \
+run_step 60 $PY benchmarks/energy_throughput.py "${ET[@]}" --skip-training --cudnn-benchmark --channels-last \
   --json "$WORK/energy_cudnn_benchmark_channels_last.json"
-timeout 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --compile --cudnn-benchmark \
+run_step 150 $PY benchmarks/energy_throughput.py "${ET[@]}" --compile --cudnn-benchmark \
   --json "$WORK/energy_compiled_cudnn_benchmark.json"
-merge_json "$OUT/energy_throughput.json" "$WORK"/energy_*.json
+compgen -G "$WORK/energy_*.json" >/dev/null && merge_json "$OUT/energy_throughput.json" "$WORK"/energy_*.json
 
 fi
 
 if [ -z "${SKIP_SAMPLING:-}" ]; then
 echo "== [$(elapsed) s] 3. sampling throughput"
-timeout 120 $PY benchmarks/sampling_throughput.py "${ST[@]}" --json "$OUT/sampling_throughput.json"
+# No cuDNN autotuning: the batch shrinks as samples converge, and each new size would be tuned inside the timing.
+run_step 120 $PY benchmarks/sampling_throughput.py "${ST[@]}" --no-cudnn-benchmark --json "$OUT/sampling_throughput.json"
 fi
 
 slim() {  # slim RUN_DIR NAME: last checkpoint without optimizer state -> $OUT/train_NAME.ckpt; its metrics.csv
@@ -127,16 +146,19 @@ quality() {  # quality "DATASETS" "SIGMAS" NAME...: PSNR of $OUT/train_NAME.ckpt
   [ ${#args[@]} -eq 0 ] && return 0
   for d in $sets; do [ -d "$DATA/$d" ] || { echo "no $DATA/$d: no quality figures"; return 0; }; done
   echo "== [$(elapsed) s] 5. PSNR of $* on $sets"
-  timeout 120 $PY benchmarks/denoise_quality.py "${args[@]}" --datasets $sets --sigmas $sigmas --no-bm3d \
+  run_step 120 $PY benchmarks/denoise_quality.py "${args[@]}" --datasets $sets --sigmas $sigmas --no-bm3d \
     --data-root "$DATA" "${DQ[@]}" --out "$WORK/quality.md" --json "$OUT/quality.json"
 }
 fit_bf() {  # fit_bf NAME SECONDS CONFIG ARGS...: one compressed-schedule DnCNN run, slimmed to $OUT/train_NAME.ckpt
   local name=$1 secs=$2 config=$3 runs
   shift 3
   runs=$(mktemp -d)
-  echo "== [$(elapsed) s] 4. $name, max_time $secs s"
+  # 13 epochs sized to the time (minus ~60 s of start-up, compilation and validation), so the halvings happen
+  local per_epoch=$(( (secs - 60) * RATE / 13 )); [ "$per_epoch" -lt 2048 ] && per_epoch=2048
+  echo "== [$(elapsed) s] 4. $name, max_time $secs s, 13 epochs of $per_epoch patches"
   timeout $(( secs + 45 )) $PY -m priorlab fit --config "$config" --model.milestones="[6, 8, 10, 12]" \
-    --trainer.max_epochs=13 --trainer.enable_progress_bar=false --trainer.logger.init_args.save_dir="$runs" \
+    --trainer.max_epochs=13 --data.patches_per_epoch="$per_epoch" \
+    --trainer.enable_progress_bar=false --trainer.logger.init_args.save_dir="$runs" \
     --trainer.max_time="$(printf '00:00:%02d:%02d' $(( secs / 60 )) $(( secs % 60 )))" "${BF[@]}" "$@" 2>&1 \
     | grep -v "^INFO\|Tip"
   slim "$runs" "$name"
@@ -144,6 +166,12 @@ fit_bf() {  # fit_bf NAME SECONDS CONFIG ARGS...: one compressed-schedule DnCNN 
 left=$(( DEADLINE - $(elapsed) - 60 ))
 [ "$left" -lt 60 ] && left=60
 fit_time=$(( left - 100 )); [ "$fit_time" -lt 30 ] && fit_time=30  # what one run leaves its evaluation
+if [ "$TRAIN" != none ] && [ "$(( DEADLINE - $(elapsed) - 160 ))" -lt "$MIN_FIT" ]; then
+  echo "== [$(elapsed) s] 4. $TRAIN: $(( DEADLINE - $(elapsed) )) s left before DEADLINE, under MIN_FIT $MIN_FIT s" \
+       "of training plus start-up and evaluation; nothing trained (train in a session with SKIP_THROUGHPUT=1" \
+       "SKIP_ENERGY=1 SKIP_SAMPLING=1)"
+  TRAIN=none
+fi
 GRAY=(--data.train_dirs="[$DATA/bsd400]" --data.val_dirs="[$DATA/set12]" --data.test_dirs="[$DATA/set12]")
 case "$TRAIN" in
 none)

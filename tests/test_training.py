@@ -247,3 +247,24 @@ def test_training_noise_differs_across_ranks_and_reproduces_per_rank():
     assert torch.equal(y0, y0b) and torch.equal(s0, s0b)  # reproducible for a seed and rank
     assert not torch.equal(s0, s1) and not torch.allclose(y0 - x, y1 - x)  # other ranks: other noise
     assert not torch.equal(y0, y2)  # a run resumed at step 100 does not replay step 0's noise
+
+
+def test_biased_batchnorm_keeps_its_warm_start_when_converted_to_sync_batchnorm():
+    # Trainer(sync_batchnorm=True) turns the biased net's BatchNorm2d into torch's SyncBatchNorm, whose forward
+    # has no warm start; the module gives it one on the first training batch.
+    m = tiny_module(arch_args={"bias": True})  # the biased counterpart: ordinary batch norm
+    m.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(m.net)
+    bns = [b for b in m.net.modules() if isinstance(b, torch.nn.SyncBatchNorm)]
+    assert bns
+    seen = []
+    bns[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    x = torch.rand(4, 1, 16, 16) * 0.1 + 2.0
+    m.train()
+    m.on_train_batch_start(x, 0)
+    m.net(x)
+    m.on_train_batch_end(None, x, 0)
+    flat = seen[0].transpose(0, 1).flatten(1)
+    torch.testing.assert_close(bns[0].running_mean, flat.mean(dim=1))  # copied, not 0.9·0 + 0.1·mean
+    assert all(b.momentum == 0.1 for b in bns)
+    m.on_train_batch_start(x, 1)  # later batches: the usual momentum
+    assert all(b.momentum == 0.1 for b in bns)

@@ -144,6 +144,41 @@ def test_bf_batchnorm_loads_weights_saved_without_the_warm_start_flag():
         bn.load_state_dict({"weight": torch.ones(2)}, strict=True)
 
 
+def test_bf_batchnorm_variant_b_matches_hand_computation():
+    # Variant B (the 2021-2024 references, the ICLR 2024 UNet): biased variance, eps inside the root, running std.
+    from priorlab.zoo.layers import BFBatchNorm2dB
+
+    torch.manual_seed(0)
+    bn = BFBatchNorm2dB(3, momentum=0.1)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.randn(4, 3, 5, 6) + 3.0  # a large mean: it must NOT be subtracted
+    sd = (x.permute(1, 0, 2, 3).reshape(3, -1).var(dim=1, unbiased=False) + 1e-5).sqrt()
+    torch.testing.assert_close(bn.train()(x), x * (bn.weight.detach() / sd).view(1, 3, 1, 1))
+    torch.testing.assert_close(bn.running_sd, sd)  # warm start: the first batch is copied
+    x2 = torch.randn(4, 3, 5, 6) * 2.0
+    bn(x2)
+    sd2 = (x2.permute(1, 0, 2, 3).reshape(3, -1).var(dim=1, unbiased=False) + 1e-5).sqrt()
+    torch.testing.assert_close(bn.running_sd, 0.9 * sd + 0.1 * sd2)  # momentum on the std, not the variance
+    torch.testing.assert_close(bn.eval()(x), x * (bn.weight.detach() / bn.running_sd).view(1, 3, 1, 1))
+    assert set(bn.state_dict()) == {"weight", "running_sd", "stats_initialized"}
+    w = BFBatchNorm2dB(10_000).weight.detach()
+    assert 0.003 < w.std() < 0.004 and (w.abs() >= 0.025 - 1e-6).float().mean() < 1e-3  # effectively unclamped
+
+
+def test_variant_a_weights_load_into_variant_b_with_the_same_output():
+    from priorlab.zoo.layers import BFBatchNorm2dB
+
+    a = BFBatchNorm2d(2)
+    a.load_state_dict({"weight": torch.tensor([0.5, -0.25]), "running_var": torch.tensor([4.0, 0.01])})
+    b = BFBatchNorm2dB(2)
+    b.load_state_dict(a.state_dict(), strict=True)
+    x = torch.randn(3, 2, 4, 4)
+    torch.testing.assert_close(b.eval()(x), a.eval()(x))
+    unet = create_model("test_bf_unet", in_chans=1)
+    assert {type(m).__name__ for m in unet.modules() if "BatchNorm" in type(m).__name__} == {"BFBatchNorm2dB"}
+
+
 def test_biased_batchnorm_warm_starts_too():
     from priorlab.zoo.layers import batch_norm
 

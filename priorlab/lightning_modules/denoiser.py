@@ -190,6 +190,21 @@ class DenoiserModule(pl.LightningModule):
             self.net.compile()  # in place: the state dict keeps its keys
             self._compiled = True
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Trainer(sync_batchnorm=True) replaces the biased counterpart's BatchNorm2d (whose forward copies the
+        # first batch's statistics) by a plain SyncBatchNorm: give those the same warm start, once.
+        if getattr(self, "_sync_bn_first_batch", None) is None:
+            first = [m for m in self.net.modules()
+                     if isinstance(m, nn.SyncBatchNorm) and int(m.num_batches_tracked) == 0]
+            for m in first:
+                m._priorlab_momentum, m.momentum = m.momentum, 1.0
+            self._sync_bn_first_batch = first
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        for m in getattr(self, "_sync_bn_first_batch", None) or []:
+            m.momentum = m._priorlab_momentum
+        self._sync_bn_first_batch = []
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x = _images(batch)
         y, sigma = self.corrupt(x)

@@ -85,6 +85,58 @@ class BFBatchNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
+class BFBatchNorm2dB(BFBatchNorm2d):
+    """Bias-free batch normalization, variant B of the 2021-2024 references (algorithms.md §2.2), the one of
+    the ICLR 2024 UNet (§2.5).
+
+    * Training: sd_c = √(biased variance over (N, H, W) + ε); out = γ_c·x / sd_c;
+      running_sd ← (1 − m)·running_sd + m·sd_c (the momentum acts on the standard deviation).
+    * Eval: out = γ_c·x / running_sd_c.
+    * Gains start at N(0, 2/9/64) (std ≈ 0.0035; the reference's missing square root) clamped to ±0.025.
+
+    The warm start (the first batch sets ``running_sd``), ``sync`` across processes and the float32
+    statistics are those of :class:`BFBatchNorm2d`. Weights saved with variant A layers (a ``running_var``
+    instead of ``running_sd``) load exactly: running_sd = √running_var + 1e-5 gives the same eval output.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        nn.Module.__init__(self)
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.empty(num_features))
+        self.register_buffer("running_sd", torch.ones(num_features))
+        self.register_buffer("stats_initialized", torch.zeros(()))
+        self.sync = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.normal_(0.0, 2.0 / 9.0 / 64.0).clamp_(-0.025, 0.025)
+        self.running_sd.fill_(1.0)
+        self.stats_initialized.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        var = state_dict.pop(prefix + "running_var", None)
+        if var is not None and prefix + "running_sd" not in state_dict:  # variant A weights: same eval output
+            state_dict[prefix + "running_sd"] = var.sqrt() + 1e-5
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            xf = x.float().transpose(0, 1).flatten(1)
+            var = _global_var(xf, unbiased=False) if self.sync and _distributed() else xf.var(dim=1, unbiased=False)
+            sd = (var + self.eps).sqrt()
+            with torch.no_grad():
+                rate = torch.where(self.stats_initialized > 0, self.momentum, 1.0)
+                self.running_sd.lerp_(sd.detach().to(self.running_sd.dtype), rate.to(self.running_sd.dtype))
+                self.stats_initialized.fill_(1.0)
+        else:
+            sd = self.running_sd
+        scale = (self.weight.float() / sd.float()).to(x.dtype)
+        return x * scale.view(1, -1, 1, 1)
+
+
 def reference_gain_init_(weight: torch.Tensor) -> torch.Tensor:
     """Reference batch-norm gain init, in place: N(0, √(2/9/64)) clamped to ±0.025.
 
@@ -101,14 +153,14 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _global_var(xf: torch.Tensor) -> torch.Tensor:
-    """Unbiased per-channel variance of (C, n) over every process, differentiable (two passes, for accuracy)."""
+def _global_var(xf: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Per-channel variance of (C, n) over every process (unbiased or biased), differentiable (two passes)."""
     from torch.distributed.nn.functional import all_reduce
 
     count = all_reduce(torch.full((1,), float(xf.shape[1]), device=xf.device))
     mean = all_reduce(xf.sum(dim=1)) / count
     sq = all_reduce((xf - mean[:, None]).pow(2).sum(dim=1))
-    return sq / (count - 1)
+    return sq / (count - 1) if unbiased else sq / count
 
 
 def set_sync_batchnorm(module: nn.Module, enabled: bool = True) -> int:
@@ -180,9 +232,14 @@ class BatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
-def batch_norm(channels: int, *, bias: bool) -> nn.Module:
-    """Bias-free batch norm, or ordinary batch norm (with bias β and mean) for the biased counterpart."""
-    return BatchNorm2d(channels) if bias else BFBatchNorm2d(channels)
+def batch_norm(channels: int, *, bias: bool, variant: str = "A") -> nn.Module:
+    """Bias-free batch norm (``variant`` "A": the 2020 DnCNN's, "B": the 2021-2024 networks'), or ordinary batch
+    norm (with bias β and mean) for the biased counterpart."""
+    if bias:
+        return BatchNorm2d(channels)
+    if variant not in ("A", "B"):
+        raise ValueError(f"bias-free batch norm variant must be 'A' or 'B', got {variant!r}")
+    return BFBatchNorm2d(channels) if variant == "A" else BFBatchNorm2dB(channels)
 
 
 def init_kaiming(module: nn.Module) -> None:

@@ -14,13 +14,17 @@ def _conv_block(in_ch: int, out_ch: int, n_conv: int, *, bias: bool, first_norm:
     for i in range(n_conv):
         layers.append(conv3x3(in_ch if i == 0 else out_ch, out_ch, bias=bias))
         if i > 0 or first_norm:
-            layers.append(batch_norm(out_ch, bias=bias))
+            layers.append(batch_norm(out_ch, bias=bias, variant="B"))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
 class UNet(nn.Module):
     """Bias-free UNet: ``num_blocks`` scales with widths w, 2w, 4w…, a middle block of width 2^num_blocks·w.
+
+    Its batch norm is the reference's variant B (:class:`~priorlab.zoo.layers.BFBatchNorm2dB`: biased variance
+    with ε inside the root, a running std); the bundled small UNets were trained with variant A layers before
+    2026-11-27, and their running variances load as the equivalent running std (same outputs).
 
     Encoder block 0: conv → ReLU; conv → BN → ReLU. Other encoder blocks and the middle: (conv → BN →
     ReLU) × 2. Average pooling 2×2 between scales; 2×2 transposed convolutions up, concatenated with
@@ -60,7 +64,7 @@ class UNet(nn.Module):
             if i > 0:
                 self.decoders.append(_conv_block(2 * w, w, 2, bias=bias))
             else:
-                self.decoders.append(nn.Sequential(conv3x3(2 * w, w, bias=bias), batch_norm(w, bias=bias),
+                self.decoders.append(nn.Sequential(conv3x3(2 * w, w, bias=bias), batch_norm(w, bias=bias, variant="B"),
                                                    nn.ReLU(inplace=True), conv3x3(w, in_chans, bias=bias)))
             ch = w
         init_kaiming(self)
