@@ -152,6 +152,7 @@ def _peak_memory(device: torch.device) -> float | None:
 def run_plain(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
     """The reference loop: the same work as ``DenoiserModule.training_step`` without Lightning."""
     from priorlab.core import add_noise, denoising_loss, sample_sigmas, sigma_from_255
+    from priorlab.lightning_modules.denoiser import training_noise_seed
     from priorlab.zoo import create_model
 
     _reset(cfg)
@@ -166,6 +167,8 @@ def run_plain(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16-mixed"
            else contextlib.nullcontext())
     start, loss = 0.0, torch.zeros(())
+    # The module's training noise: its own generator, seeded from the run's seed, rank 0, step 0.
+    noise = torch.Generator(device=device).manual_seed(training_noise_seed(torch.initial_seed(), 0, 0))
     with SyncCounter(cfg.sync_debug) as syncs:
         for step in range(cfg.warmup + cfg.steps):
             if step == cfg.warmup:
@@ -173,7 +176,7 @@ def run_plain(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
                 start = time.perf_counter()
                 syncs.start()
             x = patches[step % len(patches)]
-            y, _ = add_noise(x, sample_sigmas(x.shape[0], lo, hi, device=device))
+            y, _ = add_noise(x, sample_sigmas(x.shape[0], lo, hi, device=device, generator=noise), generator=noise)
             if cfg.channels_last:
                 y = y.contiguous(memory_format=torch.channels_last)
             with amp:  # Lightning's bf16-mixed autocasts the whole training_step, loss included

@@ -56,13 +56,17 @@ def training_noise_generator(module: pl.LightningModule, device: torch.device) -
         return None
     gen = getattr(module, "_noise_generator", None)
     if gen is None or gen.device != device:
-        import numpy as np
-
-        key = [torch.initial_seed(), trainer.global_rank, trainer.global_step]
-        seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
+        seed = training_noise_seed(torch.initial_seed(), trainer.global_rank, trainer.global_step)
         gen = torch.Generator(device=device).manual_seed(seed)
         module._noise_generator = gen
     return gen
+
+
+def training_noise_seed(base_seed: int, rank: int, step: int) -> int:
+    """Seed of the training-noise generator of process ``rank`` starting at ``step`` (63 bits, well mixed)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([base_seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def log_train_step(module: pl.LightningModule, values: dict[str, torch.Tensor], *, batch_size: int) -> None:
