@@ -118,20 +118,6 @@ def _load(spec: str | Path, *, map_location, revision, cache_dir, local_files_on
     net = load_folder(folder, map_location=map_location, expected_sha256=entry.sha256)
     net.prior_config["source"] = entry.name if entry.bundled else f"{HUB_PREFIX}{entry.hub_repo}@{entry.revision}"
     return net, folder / WEIGHTS_NAME
-    if "/" in text or ":" in text or "\\" in text:
-        path = Path(text)
-        if path.is_file():
-            return load_checkpoint(path, map_location=map_location)
-        if path.is_dir():
-            raise ValueError(f"{text!r} is a folder; load a prior folder with 'local-dir:{text}'")
-        raise FileNotFoundError(f"{text!r} is neither a prior name nor an existing file. For a checkpoint give "
-                                f"its path (.ckpt); for a Hub repository write 'hf-hub:{text}'; for a folder "
-                                f"'local-dir:{text}'")
-    entry = get_prior(text)
-    folder = resolve_folder(entry, local_files_only=local_files_only, cache_dir=cache_dir)
-    net = load_folder(folder, map_location=map_location, expected_sha256=entry.sha256)
-    net.prior_config["source"] = entry.name if entry.bundled else f"{HUB_PREFIX}{entry.hub_repo}@{entry.revision}"
-    return net
 
 
 def init_from(net: nn.Module, spec: str | Path) -> nn.Module:
