@@ -17,7 +17,8 @@
 #        schedule compressed to 13 epochs; then Set5 / Set14 color from DATA (set5_color/, set14_color/)
 # SKIP_THROUGHPUT=1, SKIP_ENERGY=1, SKIP_SAMPLING=1 skip steps 1-3 (a session that only trains); TRAIN=none skips 4.
 # Steps 1-3 take about 400-470 s on an H100 (estimate), so within one 555-s command either measure (TRAIN=none)
-# or train (SKIP_THROUGHPUT=1 SKIP_ENERGY=1 SKIP_SAMPLING=1): a step that would run past DEADLINE is skipped, and
+# or train (SKIP_THROUGHPUT=1 SKIP_ENERGY=1 SKIP_SAMPLING=1): each step's timeout is cut to end before DEADLINE
+# (a step with under 20 s left is skipped), and
 # training is skipped (with a message) when less than MIN_FIT (150) seconds would be left for it. The compressed
 # schedule sizes its epochs to the time it gets (RATE, 9,000 patches/s: the H100's compiled Lightning rate), so
 # the learning-rate halvings happen; a run started from BFDNCNN_INIT restarts the schedule at 1e-3 (a warm restart).

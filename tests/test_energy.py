@@ -315,19 +315,24 @@ def test_full_precision_switches_off_tf32_and_autocast_and_restores():
 @pytest.mark.skipif(not energy_module._NEW_TF32_API, reason="torch without the fp32_precision flags")
 def test_full_precision_with_tf32_set_through_the_new_api(field):
     # A user who enabled TF32 with torch's per-backend flags: reading the legacy flags would raise here.
-    saved = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    saved = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision,
+             torch.backends.mkldnn.matmul.fp32_precision)
     try:
         torch.backends.cudnn.conv.fp32_precision = "tf32"
         torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"  # bf16 matmuls on a CPU with oneDNN
         energy = GaussianEnergy(field)
         energy.calibrate(field.sample(8, torch.Generator().manual_seed(0)), t_max=1e3)
         assert torch.isfinite(energy.log_prob(field.sample(2, torch.Generator().manual_seed(1)))).all()
         with full_precision():
             assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+            assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
         assert torch.backends.cudnn.conv.fp32_precision == "tf32"
         assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+        assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
     finally:
-        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+        (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision,
+         torch.backends.mkldnn.matmul.fp32_precision) = saved
 
 
 def test_check_quantized():

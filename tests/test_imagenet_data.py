@@ -143,6 +143,12 @@ def test_folder_rejects_16bit_rgb_png(tmp_path):
     assert Image.open(tmp_path / "deep.png").mode == "RGB"
     with pytest.raises(ValueError, match="16 bits per channel"):
         load_images(f"folder:{tmp_path}")
+    # The same file in a Hugging Face dataset (which decodes with load(), losing the raw mode): read undecoded.
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"img": [{"bytes": png, "path": None}]}).cast_column("img", datasets.Image())
+    datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "hf"))
+    with pytest.raises(ValueError, match="16 bits per channel"):
+        load_images(f"hf:{tmp_path / 'hf'}")
 
 
 def test_folder_rejects_non_8bit_images(tmp_path):

@@ -78,7 +78,8 @@ def test_energy_card_shows_energy_usage_not_a_blind_denoiser():
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["bf-dncnn-small-gray", "bf-unet-small-gray", "bf-unet-small-color"])
+@pytest.mark.parametrize("name", ["bf-dncnn-small-gray", "bf-unet-small-gray", "bf-unet-small-color",
+                                  "bf-dncnn-small-gray-s10", "dncnn-small-gray-s10-biased"])
 def test_card_fine_tuning_command_names_a_config_and_the_prior_network(name, capsys):
     import shlex
 
@@ -95,7 +96,10 @@ def test_card_fine_tuning_command_names_a_config_and_the_prior_network(name, cap
     with pytest.raises(SystemExit) as done:
         main([*command[1:], "--print_config"])
     assert done.value.code in (0, None) and f"init_from: {name}" in capsys.readouterr().out
-    DenoiserModule(arch=opts["--model.init_args.arch"], in_chans=zoo.get_prior(name).channels,
+    entry = zoo.get_prior(name)
+    assert json.loads(opts["--model.init_args.sigma_range_255"]) == list(entry.sigma_range_255)  # e.g. [0, 10]
+    DenoiserModule(arch=opts["--model.init_args.arch"], in_chans=entry.channels,
+                   arch_args=json.loads(opts.get("--model.init_args.arch_args", "{}")),
                    init_from=opts["--model.init_args.init_from"])
 
 

@@ -95,13 +95,14 @@ def test_push_pull_load_round_trip_with_pinned_revisions(online, folders, monkey
         zoo.load("hf-hub:org/never-downloaded")
 
 
-def test_push_publishes_only_the_prior_files(online, folders, tmp_path):
+def test_push_publishes_only_the_prior_files(online, folders, tmp_path, monkeypatch):
     folder = tmp_path / "mine"
     shutil.copytree(folders[0], folder)
     (folder / "notes.txt").write_text("my private notes")
     (folder / ".model.tmp123.safetensors").write_bytes(b"left by an interrupted write")
     client = GitMirrorClient(online.mirrors)
-    commit = push_prior(folder, "org/only-prior", client=client)
+    monkeypatch.chdir(folder)  # pushed as ".": a folder without a name of its own
+    commit = push_prior(".", "org/only-prior", client=client)
     tree = subprocess.run(["git", "ls-tree", "--name-only", commit], cwd=client.repo_path("org/only-prior"),
                           capture_output=True, text=True, check=True).stdout.split()
     assert sorted(tree) == ["README.md", "config.json", "model.safetensors"]

@@ -90,7 +90,10 @@ def full_precision() -> Iterator[None]:
     if _NEW_TF32_API:
         # torch >= 2.9: the per-backend fp32_precision flags. Reading the legacy flags (allow_tf32,
         # get_float32_matmul_precision) raises once a user has set these, so only these are touched.
-        flags = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+        # cuDNN and CUDA matmuls (TF32), and oneDNN on the CPU (bf16 matmuls/convolutions when enabled).
+        mkldnn = [getattr(torch.backends.mkldnn, k, None) for k in ("matmul", "conv", "rnn")]
+        flags = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul,
+                 *(f for f in mkldnn if hasattr(f, "fp32_precision")))
         saved = [f.fp32_precision for f in flags]
         try:
             for f in flags:

@@ -259,6 +259,22 @@ def read_image_folder(path: str | Path, split: str | None = None, limit: int | N
     return _stack(arrays, str(root)), str(root)
 
 
+def _open_cell(cell: dict[str, Any], resolution: int | None, where: str) -> np.ndarray:
+    """An undecoded image cell ({"bytes", "path"}) of a Hugging Face dataset as uint8 (C, H, W)."""
+    import io
+
+    from PIL import Image
+
+    source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell.get("path")
+    if source is None:
+        raise ValueError(f"{where} has neither bytes nor a path")
+    try:
+        with Image.open(source) as image:
+            return _pil_to_uint8(image, resolution, where)
+    except OSError as err:
+        raise ValueError(f"cannot read {where}: {err}") from err
+
+
 def read_hf_dataset(name: str, split: str = "val", limit: int | None = None, resolution: int | None = None,
                     cache_dir: str | None = None) -> tuple[torch.Tensor, str]:
     """uint8 images of a Hugging Face dataset (Hub name or ``save_to_disk`` folder); returns images and split."""
@@ -287,10 +303,11 @@ def read_hf_dataset(name: str, split: str = "val", limit: int | None = None, res
     column = next((k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
     if column is None:
         raise ValueError(f"dataset {name!r} has no image column (columns: {sorted(ds.features)})")
-    ds = ds.select_columns([column])
+    # Undecoded: datasets decodes with PIL's load(), after which a 16-bit file's raw mode is no longer known.
+    ds = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
-    arrays = [_pil_to_uint8(row[column], resolution, f"{name} image {k}") for k, row in enumerate(ds)]
+    arrays = [_open_cell(row[column], resolution, f"{name} image {k}") for k, row in enumerate(ds)]
     return _stack(arrays, f"{name} [{split}]"), split
 
 

@@ -8,6 +8,7 @@ license and citations. Text comes from ``card_template.md`` (package data).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from importlib import resources
 from string import Template
@@ -199,7 +200,8 @@ prior's):
 
 ```bash
 priorlab fit --config configs/{finetune}.yaml --model.init_args.init_from {load_spec} \\
-    --model.init_args.arch {arch}{schedule} --data.init_args.train_dirs '[my_images/]'
+    --model.init_args.arch {arch}{arch_args} --model.init_args.sigma_range_255 '{sigma_range}'{schedule} \\
+    --data.init_args.train_dirs '[my_images/]'
 ```"""
 
 _ENERGY_USAGE = """```python
@@ -219,6 +221,19 @@ ENERGY_INTENDED_USE = ("Log-probabilities of images like its training data in on
                        "benchmarks, comparing images or datasets by likelihood), and a noise-conditioned denoiser "
                        "for sampling and inverse problems. Research and teaching; not for medical or forensic "
                        "decisions, and not a detector of out-of-distribution data by itself.")
+
+
+def _arch_args_option(config: dict[str, Any]) -> str:
+    """`` --model.init_args.arch_args '{...}'`` for the constructor arguments that differ from the architecture's
+    registered defaults (empty when none do), so that a fine-tuning run builds the prior's network."""
+    from priorlab.zoo.registry import get_spec
+
+    try:
+        defaults = get_spec(config["architecture"]).init_args()
+    except (KeyError, TypeError):
+        defaults = {}
+    extra = {k: v for k, v in config.get("init_args", {}).items() if k != "in_chans" and defaults.get(k, object()) != v}
+    return f" --model.init_args.arch_args '{json.dumps(extra)}'" if extra else ""
 
 
 def render_card(config: dict[str, Any], *, name: str | None = None, load_spec: str | None = None,
@@ -252,6 +267,7 @@ def render_card(config: dict[str, Any], *, name: str | None = None, load_spec: s
     usage = (_ENERGY_USAGE if config["kind"] == "energy" else _DENOISER_USAGE).format(
         load_spec=load_spec, channels=config["channels"], resolution=resolution, arch=config["architecture"],
         finetune="finetune_gray" if config["channels"] == 1 else "finetune_color",
+        arch_args=_arch_args_option(config), sigma_range=json.dumps(list(config.get("sigma_range_255", [0, 100]))),
         schedule=f" --model.init_args.sigma_schedule {schedule}" if schedule else "")
     return template.substitute(
         front_matter=_front_matter(config, name, license_id),

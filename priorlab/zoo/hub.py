@@ -248,7 +248,7 @@ def push_prior(folder: str | Path, repo_id: str, *, client: HubClient, revision:
     """
     from priorlab.zoo.artifact import load_folder
 
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # "." has no name to stage the files under
     check_repo_id(repo_id)
     load_folder(folder)  # refuse to publish what would not load
     if not (folder / CARD_NAME).is_file():
