@@ -43,13 +43,15 @@ class BFBatchNorm2d(nn.Module):
         momentum: update rate m of the running variance.
     """
 
+    running_stat = "running_var"  # the buffer of the running statistic (variant B: "running_sd")
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
         self.weight = nn.Parameter(torch.empty(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer(self.running_stat, torch.ones(num_features))
         self.register_buffer("stats_initialized", torch.zeros(()))
         self.sync = False
         self.reset_parameters()
@@ -99,16 +101,7 @@ class BFBatchNorm2dB(BFBatchNorm2d):
     instead of ``running_sd``) load exactly: running_sd = √running_var + 1e-5 gives the same eval output.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
-        nn.Module.__init__(self)
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.weight = nn.Parameter(torch.empty(num_features))
-        self.register_buffer("running_sd", torch.ones(num_features))
-        self.register_buffer("stats_initialized", torch.zeros(()))
-        self.sync = False
-        self.reset_parameters()
+    running_stat = "running_sd"
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
