@@ -29,7 +29,6 @@ use the validation images.
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from priorlab.datamodules.images import check_channels, pil_to_tensor
+from priorlab.datamodules.images import cell_source, check_channels, pil_to_tensor
 from priorlab.datamodules.patches import (
     DEFAULT_SCALES,
     PatchDataset,
@@ -77,8 +76,8 @@ def _decode(value: Any, channels: int, where: str) -> torch.Tensor:
     try:
         if isinstance(value, Image.Image):
             return pil_to_tensor(value, channels)
-        if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-            source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+        source = cell_source(value)
+        if source is not None:
             with Image.open(source) as image:
                 image.load()
                 return pil_to_tensor(image, channels)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from priorlab.datamodules.images import check_channels, list_image_files
+from priorlab.datamodules.images import cell_source, check_channels, list_image_files
 from priorlab.datamodules.patches import EpochSampler
 
 NAMED_DATA = ("imagenet64", "imagenet32", "fashion-mnist")
@@ -261,11 +261,9 @@ def read_image_folder(path: str | Path, split: str | None = None, limit: int | N
 
 def _open_cell(cell: dict[str, Any], resolution: int | None, where: str) -> np.ndarray:
     """An undecoded image cell ({"bytes", "path"}) of a Hugging Face dataset as uint8 (C, H, W)."""
-    import io
-
     from PIL import Image
 
-    source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell.get("path")
+    source = cell_source(cell)
     if source is None:
         raise ValueError(f"{where} has neither bytes nor a path")
     try:

@@ -9,6 +9,7 @@ dropped. 16-bit gray files keep their 16-bit precision.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +66,16 @@ def array_to_tensor(array: np.ndarray, channels: int) -> torch.Tensor:
     if array.dtype != np.uint8:
         raise TypeError(f"expected a uint8 image array, got {array.dtype}")
     return pil_to_tensor(Image.fromarray(array), channels)
+
+
+def cell_source(cell: object) -> io.BytesIO | str | None:
+    """What ``PIL.Image.open`` reads for an undecoded Hugging Face image cell ``{"bytes", "path"}``: its bytes,
+    else its path; None for anything else."""
+    if not isinstance(cell, dict):
+        return None
+    if cell.get("bytes"):
+        return io.BytesIO(cell["bytes"])
+    return cell.get("path") or None
 
 
 def read_image(path: str | Path, channels: int) -> torch.Tensor:
