@@ -52,6 +52,9 @@ class GitMirrorClient:
     def commit(self, repo_id: str, message: str) -> str:
         """Commit the repository's working tree as it is (e.g. after a test edited a file)."""
         path = self.repo_path(repo_id)
+        # Re-hash every file: a copied file keeps its source's mtime (copy2) and two exports of the same size made
+        # in the same second look unchanged to git's stat cache, so `add -A` alone could commit the old weights.
+        _git(path, "rm", "-r", "-q", "--cached", "--ignore-unmatch", ".")
         _git(path, "add", "-A")
         _git(path, "commit", "-q", "--allow-empty", "-m", message)
         return _git(path, "rev-parse", "HEAD")
