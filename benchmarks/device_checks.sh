@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks for one short device session (see docs/benchmarks.md): training throughput of BF-DnCNN
-# (50x50 gray) and BF-UNet (64x64 RGB), batch 128, bf16, channels_last, with and without compile, each
+# (50x50 gray) and BF-UNet (64x64 RGB), batch 128, bf16, channels_last, fused Adam, without compile, compiled,
+# and compiled with CUDA graphs (reduce-overhead, the GPU configs' setting), each
 # through a plain PyTorch loop and through DenoiserModule + Lightning's Trainer in the same process; then
 # the host-device synchronizations per step of each loop for BF-DnCNN (--sync-debug; SKIP_SYNC_DEBUG=1 skips).
 # Runs from the repository root without installing priorlab (PYTHONPATH); writes JSON + log under $OUT.
@@ -18,6 +19,7 @@ ARCH_DNCNN=${ARCH_DNCNN:-bf_dncnn}
 ARCH_UNET=${ARCH_UNET:-bf_unet}
 PY=${PY:-python3}
 RUN_TIMEOUT=${RUN_TIMEOUT:-0}             # seconds per measurement (0: none)
+FUSED=${FUSED---fused-adam}               # the GPU configs' fused Adam; FUSED= for PyTorch's default (foreach)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
@@ -26,10 +28,12 @@ mkdir -p "$OUT"
 status=0
 for preset in dncnn unet; do
   arch=$([ "$preset" = dncnn ] && echo "$ARCH_DNCNN" || echo "$ARCH_UNET")
-  for compile in --no-compile --compile; do
-    name="throughput_${preset}${compile/--/_}.json"
+  for compile in --no-compile --compile reduce-overhead; do
+    name="throughput_${preset}_${compile#--}.json"
+    # reduce-overhead: compiled with CUDA graphs, as the GPU configs train
+    flags=$([ "$compile" = reduce-overhead ] && echo "--compile --compile-mode reduce-overhead" || echo "$compile")
     timeout "$RUN_TIMEOUT" $PY benchmarks/train_throughput.py --preset "$preset" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
-      --warmup "$WARMUP" --precision "$PRECISION" --channels-last "$compile" --device "$DEVICE" \
+      --warmup "$WARMUP" --precision "$PRECISION" --channels-last $flags $FUSED --device "$DEVICE" \
       --json "$OUT/$name" --overwrite 2>&1 | grep -v "^INFO\|Tip" | tee -a "$OUT/throughput.log" || status=1
   done
 done

@@ -56,6 +56,8 @@ class BenchConfig:
     warmup: int = 30
     precision: str = "bf16-mixed"
     compile: bool = False
+    compile_mode: str | None = None
+    fused_adam: bool = False
     channels_last: bool = False
     device: str = "cuda"
     seed: int = 0
@@ -152,7 +154,7 @@ def _peak_memory(device: torch.device) -> float | None:
 def run_plain(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
     """The reference loop: the same work as ``DenoiserModule.training_step`` without Lightning."""
     from priorlab.core import add_noise, denoising_loss, sample_sigmas, sigma_from_255
-    from priorlab.lightning_modules.denoiser import training_noise_seed
+    from priorlab.lightning_modules.denoiser import adam, training_noise_seed
     from priorlab.zoo import create_model
 
     _reset(cfg)
@@ -161,8 +163,8 @@ def run_plain(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if cfg.compile:
-        model.compile()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model.compile(mode=cfg.compile_mode)
+    opt = adam(model, lr=1e-3, weight_decay=0.0, fused=cfg.fused_adam)
     lo, hi = (float(sigma_from_255(s)) for s in SIGMA_RANGE_255)
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16-mixed"
            else contextlib.nullcontext())
@@ -245,7 +247,8 @@ def run_lightning(cfg: BenchConfig, patches: torch.Tensor) -> Throughput:
     device = torch.device(cfg.device)
     total = cfg.warmup + cfg.steps
     module = DenoiserModule(arch=cfg.arch, in_chans=cfg.in_chans, sigma_range_255=SIGMA_RANGE_255,
-                            val_sigmas_255=(), compile=cfg.compile, channels_last=cfg.channels_last)
+                            val_sigmas_255=(), compile=cfg.compile, compile_mode=cfg.compile_mode,
+                            fused_adam=cfg.fused_adam, channels_last=cfg.channels_last)
     if cfg.lightning_data == "device":
         data: Any = DeviceBatches(patches, total)
     elif cfg.lightning_data == "loader":
@@ -283,10 +286,12 @@ def _rate(v: float) -> str:
 def markdown_rows(cfg: BenchConfig, plain: Throughput, lightning: Throughput, machine: dict[str, Any]) -> str:
     """Table header and one row, ready to paste into docs/benchmarks.md."""
     hw = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_count']} cores)"
-    header = ("| machine | arch | C | patch | batch | precision | compile | channels-last | Lightning data | "
+    compiled = (f"yes ({cfg.compile_mode})" if cfg.compile_mode else "yes") if cfg.compile else "no"
+    header = ("| machine | arch | C | patch | batch | precision | compile | Adam | channels-last | Lightning data | "
               "plain img/s | Lightning img/s | Lightning/plain |")
     row = (f"| {hw} | {cfg.arch} | {cfg.in_chans} | {cfg.patch} | {cfg.batch} | {cfg.precision} | "
-           f"{'yes' if cfg.compile else 'no'} | {'yes' if cfg.channels_last else 'no'} | {cfg.lightning_data} | "
+           f"{compiled} | {'fused' if cfg.fused_adam and cfg.device.startswith('cuda') else 'default'} | {'yes' if cfg.channels_last else 'no'} | "
+           f"{cfg.lightning_data} | "
            f"{_rate(plain.images_per_second)} | {_rate(lightning.images_per_second)} | "
            f"{lightning.images_per_second / plain.images_per_second:.3f} |")
     columns = len(header.strip("|").split("|"))
@@ -312,6 +317,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default: bf16-mixed on CUDA, 32-true on CPU")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune",
+                                              "max-autotune-no-cudagraphs"), default=None,
+                   help="torch.compile mode for both loops (reduce-overhead: CUDA graphs)")
+    p.add_argument("--fused-adam", action="store_true", help="fused Adam (CUDA) in both loops")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--lightning-data", choices=("device", "loader"), default="device",
@@ -340,7 +349,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
         patch=args.patch or preset.get("patch", 50),
         batch=args.batch, steps=args.steps, warmup=args.warmup,
         precision=args.precision or ("bf16-mixed" if device.type == "cuda" else "32-true"),
-        compile=args.compile, channels_last=args.channels_last, device=str(device), seed=args.seed,
+        compile=args.compile, compile_mode=args.compile_mode, fused_adam=args.fused_adam,
+        channels_last=args.channels_last, device=str(device), seed=args.seed,
         lightning_data=args.lightning_data, sync_debug=args.sync_debug,
     )
     return replace(cfg, pool=min(cfg.pool, cfg.warmup + cfg.steps)), args

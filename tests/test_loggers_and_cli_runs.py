@@ -165,3 +165,12 @@ def test_figures_reach_wandb_offline(tmp_path, monkeypatch):
     media = list(tmp_path.rglob("media/images/*.png"))
     assert media, f"no wandb media under {tmp_path}"
     assert torch.tensor(len(media)) >= 1
+
+
+def test_fast_dev_run_leaves_no_checkpoint_behind(tmp_path, monkeypatch, capsys):
+    """Lightning's ModelCheckpoint(save_last=True) writes ./checkpoints/last.ckpt at the end of a fast_dev_run."""
+    monkeypatch.chdir(tmp_path)
+    rc = main(["fit", "--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.fast_dev_run", "2"])
+    assert rc in (0, None)
+    assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "checkpoints").exists()
+    assert "priorlab: last checkpoint" not in capsys.readouterr().out

@@ -34,12 +34,14 @@ class GaussianEnergy(nn.Module):
         super().__init__()
         self.field, self.offset, self.C = field, offset, 0.0
         self.seen_tf32: list[bool] = []
+        self.seen_cudnn_benchmark: list[bool] = []
 
     def energy(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.field.energy(y, t) + self.offset
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         self.seen_tf32.append(tf32_enabled())
+        self.seen_cudnn_benchmark.append(torch.backends.cudnn.benchmark)
         return -(self.energy(x, torch.zeros(x.shape[0], dtype=x.dtype)) + self.C)
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -153,17 +155,18 @@ def test_energy_estimator_on_8bit_images(field):
     assert res.mean_bpd == pytest.approx(float(res.bits_per_dim.mean()))
 
 
-def test_energy_estimator_turns_tf32_off_and_restores_it(field, samples):
+def test_energy_estimator_turns_tf32_off_autotuning_on_and_restores_both(field, samples):
     model = GaussianEnergy(field)
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = True
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, False
     try:
         res = energy_log_prob(model, samples, levels=None)
-        assert model.seen_tf32 == [False]
-        assert torch.backends.cudnn.allow_tf32 is True
+        assert model.seen_tf32 == [False] and model.seen_cudnn_benchmark == [True]
+        assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cudnn.benchmark is False
         assert res.settings["precision"]["cudnn_allow_tf32"] is False
+        assert res.settings["precision"]["cudnn_benchmark"] is True
     finally:
-        torch.backends.cudnn.allow_tf32 = before
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
 
 
 def test_ode_through_an_energy_model_agrees_with_its_energy(field, samples):

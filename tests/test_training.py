@@ -267,3 +267,31 @@ def test_biased_batchnorm_keeps_its_warm_start_when_converted_to_sync_batchnorm(
     assert all(b.momentum == 0.1 for b in bns)
     m.on_train_batch_start(x, 1)  # later batches: the usual momentum
     assert all(b.momentum == 0.1 for b in bns)
+
+
+def test_compile_mode_reaches_torch_compile(tmp_path, monkeypatch):
+    module = tiny_module(compile=True, compile_mode="reduce-overhead")
+    calls = []
+    monkeypatch.setattr(module.net, "compile", lambda **kw: calls.append(kw))  # no real compilation on CI
+    _fit(tmp_path, module)
+    assert calls == [{"mode": "reduce-overhead"}]
+
+
+def test_unknown_compile_mode_is_refused():
+    with pytest.raises(ValueError, match="compile_mode"):
+        DenoiserModule(arch="test_bf_dncnn", compile=True, compile_mode="fast")
+
+
+def test_fused_adam_falls_back_off_cuda_and_takes_the_same_step():
+    from priorlab.lightning_modules.denoiser import adam
+
+    nets = [DenoiserModule(arch="test_bf_dncnn").net for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [adam(net, lr=1e-2, weight_decay=0.0, fused=fused) for net, fused in zip(nets, (False, True))]
+    assert not opts[1].defaults["fused"]  # CPU parameters: PyTorch's default implementation
+    x = torch.rand(2, 1, 12, 12)
+    for net, opt in zip(nets, opts):
+        net(x).square().mean().backward()
+        opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b)

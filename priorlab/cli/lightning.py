@@ -15,6 +15,17 @@ def run_lightning_cli(args: list[str] | None) -> None:
             # The datamodule decides the channel count; the model follows it.
             parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
 
+        def before_fit(self) -> None:
+            # fast_dev_run replaces the loggers by a dummy and saves no checkpoints, except that ModelCheckpoint's
+            # train-end hook still writes save_last's last.ckpt (Lightning 2.6), into ./checkpoints for want of a
+            # logger folder: a smoke run must leave no files behind.
+            if self.trainer.fast_dev_run:
+                from lightning.pytorch.callbacks import ModelCheckpoint
+
+                for cb in self.trainer.checkpoint_callbacks:
+                    if isinstance(cb, ModelCheckpoint):
+                        cb.save_last = False
+
         def after_fit(self) -> None:
             if self.trainer.is_global_zero:
                 message = next_steps(self.trainer)

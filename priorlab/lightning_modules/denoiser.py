@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import typing
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -60,6 +61,16 @@ def training_noise_generator(module: pl.LightningModule, device: torch.device) -
         gen = torch.Generator(device=device).manual_seed(seed)
         module._noise_generator = gen
     return gen
+
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+def adam(net: nn.Module, *, lr: float, weight_decay: float, fused: bool) -> torch.optim.Adam:
+    """Adam over the network's parameters; fused (one kernel) when asked and every parameter is on CUDA."""
+    params = list(net.parameters())
+    fused = fused and all(p.is_cuda for p in params)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def training_noise_seed(base_seed: int, rank: int, step: int) -> int:
@@ -125,6 +136,12 @@ class DenoiserModule(pl.LightningModule):
             2026-11-26) gave +1.3 dB at σ₂₅₅ = 5 but −3.2 dB at 25 and −2.4 dB at 50 on Set12 crops,
             against the same fine-tune with ``none``.
         compile: compile the network in place with ``torch.compile`` (state-dict keys unchanged).
+        compile_mode: ``torch.compile``'s mode when ``compile`` is on: None (its default), ``reduce-overhead``
+            (CUDA graphs: the host launches a whole forward or backward at once; for short GPU steps whose
+            time the host's kernel launches would otherwise set, docs/benchmarks.md), ``max-autotune`` or
+            ``max-autotune-no-cudagraphs``.
+        fused_adam: Adam's fused implementation (one kernel for all parameters) when every parameter is
+            on a CUDA device; ``False`` keeps PyTorch's default (``foreach``).
         channels_last: run the network in channels-last memory format (faster convolutions on GPU).
         init_from: fine-tune from this prior: a catalog name, ``hf-hub:ORG/REPO[@REV]``, ``local-dir:PATH``
             or a priorlab checkpoint (``.ckpt``); the architecture must match.
@@ -144,6 +161,8 @@ class DenoiserModule(pl.LightningModule):
         weight_decay: float = 0.0,
         loss_weighting: Literal["none", "noise"] = "none",
         compile: bool = False,
+        compile_mode: CompileMode | None = None,
+        fused_adam: bool = False,
         channels_last: bool = False,
         init_from: str | None = None,
     ) -> None:
@@ -153,6 +172,9 @@ class DenoiserModule(pl.LightningModule):
             raise ValueError(f"sigma_range_255 must satisfy 0 <= min <= max, got {sigma_range_255}")
         if loss_weighting not in ("none", "noise"):
             raise ValueError(f"loss_weighting must be 'none' or 'noise', got {loss_weighting!r}")
+        if compile_mode not in (None, *typing.get_args(CompileMode)):
+            raise ValueError(f"compile_mode must be one of {list(typing.get_args(CompileMode))} or None, "
+                             f"got {compile_mode!r}")
         if sigma_schedule == "log_uniform" and lo <= 0:
             raise ValueError(f"sigma_schedule log_uniform needs a noise range above 0, got sigma_range_255 "
                              f"{list(sigma_range_255)}: e.g. [1.0, {hi:g}]")
@@ -191,7 +213,7 @@ class DenoiserModule(pl.LightningModule):
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile()  # in place: the state dict keeps its keys
+            self.net.compile(mode=self.hparams.compile_mode)  # in place: the state dict keeps its keys
             self._compiled = True
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -261,7 +283,8 @@ class DenoiserModule(pl.LightningModule):
         return self(_images(batch)).clamp(0, 1)
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = adam(self.net, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                   fused=self.hparams.fused_adam)
         if not self.hparams.milestones:
             return opt
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(self.hparams.milestones),
