@@ -16,8 +16,8 @@
 #      bf-dncnn-color: configs/bf_dncnn_photos_color.yaml (built-in color photos + DATA/mate if present), the
 #        schedule compressed to 13 epochs; then Set5 / Set14 color from DATA (set5_color/, set14_color/)
 # SKIP_THROUGHPUT=1, SKIP_ENERGY=1, SKIP_SAMPLING=1 skip steps 1-3 (a session that only trains); TRAIN=none skips 4.
-# Steps 1-3 take about 400-470 s on an H100 (estimate), so within one 555-s command either measure (TRAIN=none)
-# or train (SKIP_THROUGHPUT=1 SKIP_ENERGY=1 SKIP_SAMPLING=1): each step's timeout is cut to end before DEADLINE
+# Steps 1-3 took 338 s on an H200 (2026-11-27, with 4 of the 6 throughput rows now run; about 420 s with 6), so
+# within one 555-s command either measure (TRAIN=none) or train (SKIP_THROUGHPUT=1 SKIP_ENERGY=1 SKIP_SAMPLING=1): each step's timeout is cut to end before DEADLINE
 # (a step with under 20 s left is skipped), and
 # training is skipped (with a message) when less than MIN_FIT (150) seconds would be left for it. The compressed
 # schedule sizes its epochs to the time it gets (RATE, 9,000 patches/s: the H100's compiled Lightning rate), so
