@@ -77,7 +77,8 @@ def gaussian_reference(seed: int) -> dict:
 
 
 def row(name: str, r: LogProbResult) -> dict:
-    return {"estimator": name, "images": r.num_images, "bits_per_dim": r.mean_bpd, "stderr": r.stderr_bpd if math.isfinite(r.stderr_bpd) else None,
+    stderr = r.stderr_bpd if math.isfinite(r.stderr_bpd) else None
+    return {"estimator": name, "images": r.num_images, "bits_per_dim": r.mean_bpd, "stderr": stderr,
             "nfe_per_image": r.nfe, "seconds": r.seconds, "images_per_second": r.images_per_second,
             "seconds_per_image": r.seconds / r.num_images, "settings": r.settings}
 

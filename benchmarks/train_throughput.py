@@ -287,10 +287,11 @@ def markdown_rows(cfg: BenchConfig, plain: Throughput, lightning: Throughput, ma
     """Table header and one row, ready to paste into docs/benchmarks.md."""
     hw = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_count']} cores)"
     compiled = (f"yes ({cfg.compile_mode})" if cfg.compile_mode else "yes") if cfg.compile else "no"
+    adam_kind = "fused" if cfg.fused_adam and cfg.device.startswith("cuda") else "default"
     header = ("| machine | arch | C | patch | batch | precision | compile | Adam | channels-last | Lightning data | "
               "plain img/s | Lightning img/s | Lightning/plain |")
     row = (f"| {hw} | {cfg.arch} | {cfg.in_chans} | {cfg.patch} | {cfg.batch} | {cfg.precision} | "
-           f"{compiled} | {'fused' if cfg.fused_adam and cfg.device.startswith('cuda') else 'default'} | {'yes' if cfg.channels_last else 'no'} | "
+           f"{compiled} | {adam_kind} | {'yes' if cfg.channels_last else 'no'} | "
            f"{cfg.lightning_data} | "
            f"{_rate(plain.images_per_second)} | {_rate(lightning.images_per_second)} | "
            f"{lightning.images_per_second / plain.images_per_second:.3f} |")
