@@ -174,3 +174,26 @@ def test_fast_dev_run_leaves_no_checkpoint_behind(tmp_path, monkeypatch, capsys)
     assert rc in (0, None)
     assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "checkpoints").exists()
     assert "priorlab: last checkpoint" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_wandb_runs_chosen_in_yaml_keep_their_files_apart(tmp_path, monkeypatch):
+    """wandb's log_dir is its shared save_dir: each run's config, figures and checkpoints go to its own folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    overlay = tmp_path / "wandb.yaml"
+    overlay.write_text("trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.WandbLogger\n"
+                       "    init_args: {save_dir: runs_wb, project: priorlab-test}\n")
+    import wandb
+
+    for _ in range(2):
+        rc = main(["fit", "--config", str(REPO / "configs/quickstart.yaml"), "--config", str(overlay), *TINY,
+                   "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
+        assert rc in (0, None)
+        wandb.finish()
+    configs = sorted((tmp_path / "runs_wb").rglob("config.yaml"))
+    assert len(configs) == 2 and not (tmp_path / "runs_wb" / "config.yaml").exists()
+    for config in configs:
+        run = config.parent
+        assert (run / "figures" / "denoised_sigma25.png").is_file()
+        assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -4,11 +4,36 @@ from __future__ import annotations
 
 
 def run_lightning_cli(args: list[str] | None) -> None:
+    from pathlib import Path
+
     from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
     import priorlab.datamodules  # noqa: F401  (class paths resolvable by short name)
     import priorlab.lightning_modules  # noqa: F401
+    from priorlab.lightning_modules.callbacks import run_dir
+
+    class RunFolderSaveConfig(SaveConfigCallback):
+        """``config.yaml`` in the run's own folder (:func:`run_dir`), beside its figures and checkpoints.
+
+        Lightning's callback writes to ``trainer.log_dir``, which for wandb is the ``save_dir`` shared by all runs:
+        the second run there stopped with "expected …/config.yaml to NOT exist".
+        """
+
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            if self.already_saved:
+                return
+            folder = trainer.strategy.broadcast(str(run_dir(trainer)) if trainer.is_global_zero else None)
+            path = Path(folder) / self.config_filename
+            if trainer.strategy.broadcast(path.is_file() if trainer.is_global_zero else False) and not self.overwrite:
+                raise RuntimeError(f"{path} exists: this run's folder holds another run's config; nothing is "
+                                   f"overwritten (choose another logger version or save_dir)")
+            if trainer.is_global_zero:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.parser.save(self.config, str(path), skip_none=False, overwrite=self.overwrite,
+                                 multifile=self.multifile)
+                self.already_saved = True
+            self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     class PriorlabCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -44,6 +69,7 @@ def run_lightning_cli(args: list[str] | None) -> None:
         },
         args=args,
         auto_configure_optimizers=True,
+        save_config_callback=RunFolderSaveConfig,
     )
 
 

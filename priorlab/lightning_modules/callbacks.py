@@ -15,6 +15,25 @@ from priorlab.lightning_modules.denoiser import validation_noise
 from priorlab.plotting import DenoisedPanel, denoising_figure, save_figure
 
 
+def run_dir(trainer: pl.Trainer) -> Path:
+    """The folder of this run, without a collective call (safe on rank 0 alone; rank 0's value is the one used).
+
+    CSV and TensorBoard: the logger's ``save_dir/name/version_N``. Other loggers (wandb) have no folder of their
+    own per run (``trainer.log_dir`` is their shared ``save_dir``, so a second run would find the first one's
+    config and figures there): ``save_dir/name/version``, the folder whose ``checkpoints/`` ModelCheckpoint fills.
+    Without a logger: ``default_root_dir``.
+    """
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    if isinstance(logger, (CSVLogger, TensorBoardLogger)):
+        return Path(logger.log_dir)
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+
+
 def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
     mse = (x.float().clamp(0, 1) - ref.float()).pow(2).mean().item()
     return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
@@ -32,8 +51,8 @@ class DenoiseFigure(pl.Callback):
     """Denoise validation images at one noise level and show noisy | denoised | clean with PSNRs.
 
     After validation (every ``every_n_epochs``) the grid is logged to the logger (TensorBoard or
-    wandb images) and written to ``<log_dir>/figures/val_latest.png``; at the end of ``fit`` a final
-    figure of the validation images, ``<log_dir>/figures/denoised_sigma<σ>.png``, is written with the
+    wandb images) and written to ``<run>/figures/val_latest.png``; at the end of ``fit`` a final
+    figure of the validation images, ``<run>/figures/denoised_sigma<σ>.png``, is written with the
     final (EMA) weights and its path and mean PSNR printed.
 
     Args:
@@ -91,7 +110,7 @@ class DenoiseFigure(pl.Callback):
 
             plt.close(fig)
             return None
-        path = save_figure(fig, Path(trainer.log_dir or trainer.default_root_dir) / "figures" / name)
+        path = save_figure(fig, run_dir(trainer) / "figures" / name)  # rank 0 only: no trainer.log_dir broadcast
         _log_image(trainer, f"denoised_sigma{self.sigma_255:g}", image)
         self.last_path = path
         return path
