@@ -85,6 +85,35 @@ def test_datamodule_holds_out_validation_from_train_and_tests_on_t10k(tmp_path):
         FashionMNISTDataModule(root=str(root), val_size=40).setup("fit")
 
 
+def tiny_hub_fashion_mnist(root: Path, n_train: int = 12, n_test: int = 3) -> Path:
+    """A Hub-layout dataset (data/{split}-00000-of-00001.parquet, columns image + label, as
+    zalando-datasets/fashion_mnist); train image i has pixel (0, 0) = i."""
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    (root / "data").mkdir(parents=True)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = np.arange(n)
+        ds = datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in images], "label": list(range(n))},
+                                        features=features)
+        ds.to_parquet(root / "data" / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+def test_hub_layout_dataset_loads_like_the_idx_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    root = tiny_hub_fashion_mnist(tmp_path / "fm")
+    test = load_fashion_mnist("test", f"hf:{root}")
+    assert test.dtype == torch.uint8 and test.shape == (3, 1, 28, 28) and test[:, 0, 0, 0].tolist() == [0, 1, 2]
+    dm = FashionMNISTDataModule(source=f"hf:{root}", val_size=4, batch_size=4)
+    dm.setup("fit")
+    assert set((dm.images("val")[:, 0, 0, 0] * 255).round().long().tolist()) == set(range(8, 12))
+    assert dm.images("train").shape == (8, 1, 28, 28)
+
+
 @pytest.mark.skipif(not (DEBIAN_ROOT / "t10k-images-idx3-ubyte.gz").is_file(), reason="dataset-fashion-mnist absent")
 def test_debian_package_files():
     test = load_fashion_mnist("test")

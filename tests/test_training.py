@@ -295,3 +295,15 @@ def test_fused_adam_falls_back_off_cuda_and_takes_the_same_step():
         opt.step()
     for a, b in zip(nets[0].parameters(), nets[1].parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_channels_last_reaches_the_network_and_its_input(tmp_path):
+    module, _, _ = _fit(tmp_path, tiny_module(channels_last=True))
+    weights = [p for p in module.net.parameters() if p.ndim == 4]
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    seen = []
+    module.net.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    module(torch.rand(2, 1, 12, 12))
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    plain, _, _ = _fit(tmp_path / "plain", tiny_module())
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in plain.net.parameters() if p.ndim == 4)
