@@ -52,3 +52,17 @@ def refuse_to_replace(*paths: str | Path | None, overwrite: bool = False, flag: 
     for path in paths:
         if path is not None and Path(path).exists():
             raise SystemExit(f"{path} exists; pass {flag} to replace it (nothing was written)")
+
+
+def write_image(x, path: str | Path) -> Path:
+    """Write a (C, H, W) tensor in [0, 1] as an 8-bit image, atomically (temporary file, then rename)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    path = Path(path)
+    arr = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0)))
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=None if path.suffix else "PNG")
+    return path

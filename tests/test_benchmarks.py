@@ -336,7 +336,10 @@ def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
     assert len(files) <= 8  # what comes back from the GPU machine
     energy = json.loads((out / "energy_throughput.json").read_text())
     assert len(energy) == 4 and all(r["log_prob_img_per_s"] > 0 for r in energy.values())
-    assert len(json.loads((out / "throughput.json").read_text())) == 4
+    rows = json.loads((out / "throughput.json").read_text())
+    assert sorted(rows) == sorted(f"throughput_{m}_{c}.json" for m in ("dncnn", "unet")
+                                  for c in ("no-compile", "compile", "reduce-overhead"))
+    assert rows["throughput_unet_reduce-overhead.json"]["config"]["compile_mode"] == "reduce-overhead"
     from priorlab.zoo import load
 
     net = load(str(out / "train_dsm-energy-fashion-mnist.ckpt"))  # the slim checkpoint loads as a prior

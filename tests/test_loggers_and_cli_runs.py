@@ -197,3 +197,30 @@ def test_wandb_runs_chosen_in_yaml_keep_their_files_apart(tmp_path, monkeypatch)
         run = config.parent
         assert (run / "figures" / "denoised_sigma25.png").is_file()
         assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_predict_writes_each_denoised_image_whole_and_named_after_its_file(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs/quickstart.yaml")
+    main(["fit", "--config", config, *TINY, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1"])
+    last = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a.png": (40, 36), "b.png": (20, 28)}  # a is larger than the config's val_max_size (32): kept whole
+    for name, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).save(folder / name)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    main(["predict", "--config", config, *TINY, "--data.init_args.test_dirs", f"[{folder}]", "--ckpt_path", str(last)])
+    preds = sorted((tmp_path / "runs" / "quickstart").rglob("predictions/*.png"))
+    assert [p.name for p in preds] == ["a.png", "b.png"]
+    assert "2 predicted image(s) written to" in capsys.readouterr().out
+    net = load_checkpoint(last)
+    for p in preds:
+        y = torch.from_numpy(np.asarray(Image.open(folder / p.name), dtype=np.float32) / 255.0)[None, None]
+        expected = net(y).clamp(0, 1)[0, 0].detach().numpy() * 255
+        got = np.asarray(Image.open(p), dtype=np.float32)
+        assert got.shape == sizes[p.name] and np.abs(got - expected).max() <= 0.51
+    assert before == {p.name: p.read_bytes() for p in folder.iterdir()}  # inputs untouched

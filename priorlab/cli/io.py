@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from priorlab.files import atomic_path
+from priorlab.files import atomic_path, write_image  # noqa: F401  (write_image: re-exported for the commands)
 
 
 def read_image(path: str | Path, *, convert: str = "none", what: str = "input image"):
@@ -31,20 +31,6 @@ def read_image(path: str | Path, *, convert: str = "none", what: str = "input im
         raise ValueError(f"cannot read {path} as an image ({err}); use PNG, JPEG, TIFF or BMP") from err
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
-
-
-def write_image(x, path: str | Path) -> Path:
-    """Write a (C, H, W) tensor in [0, 1] as an 8-bit image, atomically (temporary file, then rename)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    path = Path(path)
-    arr = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0)))
-    with atomic_path(path) as tmp:
-        img.save(tmp, format=None if path.suffix else "PNG")
-    return path
 
 
 def check_output(path: Path, inputs: list[Path], overwrite: bool) -> None:

@@ -51,6 +51,15 @@ def run_lightning_cli(args: list[str] | None) -> None:
                     if isinstance(cb, ModelCheckpoint):
                         cb.save_last = False
 
+        def before_predict(self) -> None:
+            # predict writes what it predicts (PNGs in the run's folder) unless the config has its own writer
+            from lightning.pytorch.callbacks import BasePredictionWriter
+
+            from priorlab.lightning_modules import PredictionWriter
+
+            if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+                self.trainer.callbacks.append(PredictionWriter())
+
         def after_fit(self) -> None:
             if self.trainer.is_global_zero:
                 message = next_steps(self.trainer)

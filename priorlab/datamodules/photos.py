@@ -26,7 +26,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from priorlab.datamodules.images import array_to_tensor, check_channels, check_folders, read_image_folders
+from priorlab.datamodules.images import (
+    array_to_tensor,
+    check_channels,
+    check_folders,
+    list_image_files,
+    read_image_folders,
+)
 from priorlab.datamodules.patches import (
     DEFAULT_SCALES,
     PatchDataset,
@@ -269,5 +275,18 @@ class PhotosDataModule(pl.LightningDataModule):
         return full_image_loader(self.test_images, self.val_max_size)
 
     def predict_dataloader(self) -> DataLoader:
-        """The test images, (1, C, H, W) each."""
-        return self.test_dataloader()
+        """The test images, whole (``val_max_size`` does not crop them), (1, C, H, W) each."""
+        if self.test_images is None:
+            self.setup("predict")
+        return full_image_loader(self.test_images, None)
+
+    def predict_names(self) -> list[str]:
+        """Names of the predict (= test) images, in loader order: built-in photo names, then the files' stems."""
+        splits, folders = _sources(self.test_dirs, TEST_SPLIT)
+        names = [name for s in splits for name in list_photos(s, self.channels)]
+        names += [p.stem for p in list_image_files(folders)] if folders else []
+        seen: dict[str, int] = {}
+        for i, name in enumerate(names):  # 01.png in two folders: 01, 01-2
+            seen[name] = seen.get(name, 0) + 1
+            names[i] = name if seen[name] == 1 else f"{name}-{seen[name]}"
+        return names

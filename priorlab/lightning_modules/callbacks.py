@@ -8,9 +8,11 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from priorlab.core.noise import sigma_from_255
+from priorlab.files import write_image
 from priorlab.lightning_modules.denoiser import validation_noise
 from priorlab.plotting import DenoisedPanel, denoising_figure, save_figure
 
@@ -135,6 +137,51 @@ class DenoiseFigure(pl.Callback):
         if path is not None:
             rank_zero_info(f"priorlab: denoising figure (σ = {self.sigma_255:g}/255, mean PSNR "
                            f"{self.last_psnr:.2f} dB) written to {path}")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """``priorlab predict`` writes what it predicts: each image as an 8-bit PNG, named after its input.
+
+    Files go to ``output_dir`` (default: ``<run>/predictions``, the run's own folder). Names come from the
+    datamodule's ``predict_names()`` when it has one (``PhotosDataModule``: the file names of ``test_dirs``, or
+    the built-in photo names), else the image's index (``00007.png``). An existing file is never replaced.
+
+    Args:
+        output_dir: folder of the PNGs (created if missing).
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.folder: Path | None = None
+        self.names: list[str] | None = None
+        self.written = 0
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+        names = getattr(trainer.datamodule, "predict_names", None)
+        self.names = list(names()) if callable(names) else None
+        self.written = 0
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
+                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        assert self.folder is not None
+        images = prediction if isinstance(prediction, torch.Tensor) else prediction[0]
+        indices = list(batch_indices) if batch_indices else [batch_idx * images.shape[0] + i
+                                                              for i in range(images.shape[0])]
+        for index, image in zip(indices, images):
+            name = self.names[index] if self.names and index < len(self.names) else f"{index:05d}"
+            path = self.folder / f"{name}.png"
+            if path.exists():
+                raise FileExistsError(f"{path} exists; predictions never replace files: choose another "
+                                      f"output_dir (--trainer.callbacks+=PredictionWriter ...) or move it away")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_image(image, path)
+            self.written += 1
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.written:
+            print(f"priorlab: {self.written} predicted image(s) written to {self.folder}", flush=True)
 
 
 def _log_image(trainer: pl.Trainer, key: str, image: np.ndarray) -> None:
