@@ -39,10 +39,11 @@ for preset in dncnn unet; do
 done
 # Host-device synchronizations per step of each loop (torch's sync debug mode; no timing), 10 steps each.
 if [ "$DEVICE" = cuda ] && [ -z "${SKIP_SYNC_DEBUG:-}" ]; then
-  for compile in --no-compile --compile; do
+  for compile in --no-compile reduce-overhead; do  # reduce-overhead + fused Adam: the GPU configs' settings
+    flags=$([ "$compile" = reduce-overhead ] && echo "--compile --compile-mode reduce-overhead" || echo "$compile")
     timeout "$RUN_TIMEOUT" $PY benchmarks/train_throughput.py --preset dncnn --arch "$ARCH_DNCNN" --batch "$BATCH" \
-      --steps 10 --warmup 5 --precision "$PRECISION" --channels-last "$compile" --device cuda --sync-debug \
-      --json "$OUT/syncs_dncnn${compile/--/_}.json" --overwrite 2>&1 | grep -v "^INFO\|Tip\|synchronizing CUDA\|^ *warnings.warn\|^ *return" \
+      --steps 10 --warmup 5 --precision "$PRECISION" --channels-last $flags $FUSED --device cuda --sync-debug \
+      --json "$OUT/syncs_dncnn_${compile#--}.json" --overwrite 2>&1 | grep -v "^INFO\|Tip\|synchronizing CUDA\|^ *warnings.warn\|^ *return" \
       | tee -a "$OUT/throughput.log" || status=1
   done
 fi

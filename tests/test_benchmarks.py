@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -377,3 +378,33 @@ def test_gpu_session_trains_the_s10_pair_within_eight_files(tmp_path, shared_dat
     from priorlab.zoo import load
 
     assert load(str(out / "train_dncnn-gray-s10-biased.ckpt")).arch_config["init_args"]["bias"] is True
+
+
+def test_gpu_session_trains_a_dncnn_after_its_probe_on_a_cpu(tmp_path):
+    """TRAIN=bf-dncnn-gray: the probe (a short real fit), the compressed run, its slim checkpoint, BSD68 PSNR."""
+    import os
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for folder, n in (("bsd400", 3), ("set12", 2), ("bsd68", 2)):
+        (data / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (64, 72), dtype=np.uint8)).save(data / folder / f"{i:02d}.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": "bf-dncnn-gray", "DATA": str(data),
+           "PY": sys.executable, "DEADLINE": "400", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1",
+           "SKIP_ENERGY": "1", "SKIP_SAMPLING": "1"}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "probe of the config's compile settings" in run.stdout and "probe failed" not in run.stdout
+    assert {"train_bf-dncnn-gray.ckpt", "quality.json", "train_metrics.csv"} <= {p.name for p in out.iterdir()}
+    quality = json.loads((out / "quality.json").read_text())
+    assert {r["dataset"] for r in quality["records"]} == {"bsd68"}

@@ -519,3 +519,18 @@ def test_read_image_modes(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
     Image.fromarray(smooth_image(20, 30, 1, 0)).save(tmp_path / "rot.jpg", exif=exif)
     assert read_image(tmp_path / "rot.jpg", 1).shape == (1, 30, 20)
+
+
+def test_predict_names_follow_the_files_and_never_repeat(tmp_path):
+    from PIL import Image
+
+    from priorlab.datamodules import PhotosDataModule
+
+    for rel in ("a/01.png", "a/01-2.png", "b/01.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / rel)
+    dm = PhotosDataModule(channels=1, test_dirs=[str(tmp_path / "a"), str(tmp_path / "b")])
+    names = dm.predict_names()
+    assert sorted(names) == sorted(set(names)) and len(names) == 3
+    dm.setup("predict")
+    assert len(dm.predict_dataloader()) == len(names)

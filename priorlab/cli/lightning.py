@@ -55,9 +55,10 @@ def run_lightning_cli(args: list[str] | None) -> None:
             # predict writes what it predicts (PNGs in the run's folder) unless the config has its own writer
             from lightning.pytorch.callbacks import BasePredictionWriter
 
-            from priorlab.lightning_modules import PredictionWriter
+            from priorlab.lightning_modules import DenoiserModule, PredictionWriter
 
-            if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+            if isinstance(self.model, DenoiserModule) and not any(
+                    isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
                 self.trainer.callbacks.append(PredictionWriter())
 
         def after_fit(self) -> None:

@@ -285,8 +285,12 @@ class PhotosDataModule(pl.LightningDataModule):
         splits, folders = _sources(self.test_dirs, TEST_SPLIT)
         names = [name for s in splits for name in list_photos(s, self.channels)]
         names += [p.stem for p in list_image_files(folders)] if folders else []
-        seen: dict[str, int] = {}
-        for i, name in enumerate(names):  # 01.png in two folders: 01, 01-2
-            seen[name] = seen.get(name, 0) + 1
-            names[i] = name if seen[name] == 1 else f"{name}-{seen[name]}"
+        used: set[str] = set()
+        for i, name in enumerate(names):  # 01.png in two folders: 01, 01-2 (never a name already taken)
+            unique, k = name, 1
+            while unique in used:
+                k += 1
+                unique = f"{name}-{k}"
+            used.add(unique)
+            names[i] = unique
         return names

@@ -158,15 +158,23 @@ class PredictionWriter(BasePredictionWriter):
         self.written = 0
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+        # every rank writes its share of the images, into rank 0's folder
+        folder = str(Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions")
+        self.folder = Path(trainer.strategy.broadcast(folder if trainer.is_global_zero else None))
         names = getattr(trainer.datamodule, "predict_names", None)
         self.names = list(names()) if callable(names) else None
         self.written = 0
+        taken = [self.folder / f"{n}.png" for n in self.names or [] if (self.folder / f"{n}.png").exists()]
+        if taken:  # refused before anything is written
+            raise FileExistsError(f"{taken[0]} exists ({len(taken)} of the {len(self.names or [])} outputs do); "
+                                  f"predictions never replace files: choose another output_dir or move them away")
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         assert self.folder is not None
         images = prediction if isinstance(prediction, torch.Tensor) else prediction[0]
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:  # not images (an energy model's log p)
+            return
         indices = list(batch_indices) if batch_indices else [batch_idx * images.shape[0] + i
                                                               for i in range(images.shape[0])]
         for index, image in zip(indices, images):
