@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from priorlab.cli.io import read_image, write_image
+from priorlab.cli.io import read_image
+from priorlab.files import write_image
 
 # command name -> (module under priorlab.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from priorlab.cli.io import SSIM_WINDOW, check_output, format_ssim, read_image, ssim_score, write_image
+from priorlab.cli.io import SSIM_WINDOW, check_output, format_ssim, read_image, ssim_score
+from priorlab.files import write_image
 
 
 def build_parser():

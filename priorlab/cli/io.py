@@ -1,11 +1,9 @@
-"""File I/O of the commands: reading and writing images, guarding outputs."""
+"""File I/O of the commands: reading images, guarding outputs (images are written by priorlab.files.write_image)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-from priorlab.files import atomic_path, write_image  # noqa: F401  (write_image: re-exported for the commands)
 
 
 def read_image(path: str | Path, *, convert: str = "none", what: str = "input image"):

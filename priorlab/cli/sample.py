@@ -7,7 +7,8 @@ import math
 import time
 from pathlib import Path
 
-from priorlab.cli.io import check_output, progress_interval, write_image
+from priorlab.cli.io import check_output, progress_interval
+from priorlab.files import write_image
 
 
 def add_ascent_arguments(p, *, beta: float) -> None:

@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from priorlab.cli.io import check_output, format_ssim, read_image, ssim_score, write_image
+from priorlab.cli.io import check_output, format_ssim, read_image, ssim_score
 from priorlab.cli.sample import ProgressBar, add_ascent_arguments, write_json
+from priorlab.files import write_image
 
 TASKS = ("inpaint", "pixels", "sr", "deblur", "cs", "demosaic")
 DEFAULT_FRACTION = {"pixels": 0.1, "deblur": 0.1, "cs": 0.1}  # the reference README's examples
