@@ -82,6 +82,7 @@ if [ "$SMOKE" = 1 ]; then
   BIASED=(--model.arch=test_bf_dncnn --model.arch_args="{bias: true}")  # the tiny biased counterpart
   export DEVICE=cpu STEPS=2 WARMUP=1 BATCH=4 ARCH_DNCNN=test_bf_dncnn ARCH_UNET=test_bf_unet
   MIN_FIT=0
+  MIN_RUN=5  # the tiny smoke runs take seconds
   DSM_INIT=
   FIT=(--model.arch=test_energy_unet --trainer.accelerator=cpu --trainer.max_steps=4 --trainer.val_check_interval=2
        --data.batch_size=8 --data.val_size=16 --data.train_limit=64 --data.eval_batch_size=8 --data.num_workers=0)
@@ -93,6 +94,7 @@ else
   BIASED=(--model.arch=dncnn)
   export STEPS=${STEPS:-100} WARMUP=${WARMUP:-20}
   MIN_FIT=${MIN_FIT:-150}
+  MIN_RUN=60  # a DnCNN run needs about this for start-up, compilation and validation alone
   FIT=()
 fi
 RATE=${RATE:-}  # training patches/s assumed when sizing the compressed schedule's epochs (default: see fit_bf)
@@ -173,7 +175,7 @@ fit_bf() {  # fit_bf NAME SECONDS CONFIG ARGS...: one compressed-schedule DnCNN 
     rate=${RATE:-9000}
   fi
   secs=$(( secs - ($(elapsed) - t0) ))
-  if [ "$secs" -lt 60 ]; then
+  if [ "$secs" -lt "$MIN_RUN" ]; then
     echo "== [$(elapsed) s] 4. $name: ${secs} s left after the probe, too little to train; nothing trained"
     return 0
   fi
