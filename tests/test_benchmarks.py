@@ -380,8 +380,8 @@ def test_gpu_session_trains_the_s10_pair_within_eight_files(tmp_path, shared_dat
     assert load(str(out / "train_dncnn-gray-s10-biased.ckpt")).arch_config["init_args"]["bias"] is True
 
 
-def test_gpu_session_trains_a_dncnn_after_its_probe_on_a_cpu(tmp_path):
-    """TRAIN=bf-dncnn-gray: the probe (a short real fit), the compressed run, its slim checkpoint, BSD68 PSNR."""
+def _train_dncnn_in_a_cpu_session(tmp_path, train: str, sets: dict[str, int], color: bool):
+    """gpu_session.sh's TRAIN=train CPU smoke over tiny random images in folders {name: count}; returns its OUT."""
     import os
     import shutil
     import subprocess
@@ -392,19 +392,26 @@ def test_gpu_session_trains_a_dncnn_after_its_probe_on_a_cpu(tmp_path):
         pytest.skip("needs bash")
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
-    for folder, n in (("bsd400", 3), ("set12", 2), ("bsd68", 2)):
+    for folder, n in sets.items():
         (data / folder).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (64, 72), dtype=np.uint8)).save(data / folder / f"{i:02d}.png")
+            pixels = rng.integers(0, 256, (64, 72, 3) if color else (64, 72), dtype=np.uint8)
+            Image.fromarray(pixels).save(data / folder / f"{i:02d}.png")
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": "bf-dncnn-gray", "DATA": str(data),
-           "PY": sys.executable, "DEADLINE": "400", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1",
-           "SKIP_ENERGY": "1", "SKIP_SAMPLING": "1"}
+    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": train, "DATA": str(data), "PY": sys.executable,
+           "DEADLINE": "400", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1", "SKIP_ENERGY": "1",
+           "SKIP_SAMPLING": "1"}
     env.pop("PYTHONPATH", None)
     run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "probe of the config's compile settings" in run.stdout and "probe failed" not in run.stdout
+    return out
+
+
+def test_gpu_session_trains_a_dncnn_after_its_probe_on_a_cpu(tmp_path):
+    """TRAIN=bf-dncnn-gray: the probe (a short real fit), the compressed run, its slim checkpoint, BSD68 PSNR."""
+    out = _train_dncnn_in_a_cpu_session(tmp_path, "bf-dncnn-gray", {"bsd400": 3, "set12": 2, "bsd68": 2}, False)
     assert {"train_bf-dncnn-gray.ckpt", "quality.json", "train_metrics.csv"} <= {p.name for p in out.iterdir()}
     quality = json.loads((out / "quality.json").read_text())
     assert {r["dataset"] for r in quality["records"]} == {"bsd68"}
@@ -412,36 +419,15 @@ def test_gpu_session_trains_a_dncnn_after_its_probe_on_a_cpu(tmp_path):
 
 def test_gpu_session_trains_the_color_dncnn_on_builtin_photos_and_a_mate_folder(tmp_path):
     """TRAIN=bf-dncnn-color: built-in photos plus $DATA/mate, a color slim checkpoint, PSNR on Set5 and Set14."""
-    import os
-    import shutil
-    import subprocess
-
-    from PIL import Image
-
-    if shutil.which("bash") is None:
-        pytest.skip("needs bash")
-    data = tmp_path / "data"
-    rng = np.random.default_rng(1)
-    for folder, n in (("mate", 2), ("set5_color", 2), ("set14_color", 2)):
-        (data / folder).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (64, 72, 3), dtype=np.uint8)).save(data / folder / f"{i:02d}.png")
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": "bf-dncnn-color", "DATA": str(data),
-           "PY": sys.executable, "DEADLINE": "400", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1",
-           "SKIP_ENERGY": "1", "SKIP_SAMPLING": "1"}
-    env.pop("PYTHONPATH", None)
-    run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "probe failed" not in run.stdout
-    quality = json.loads((out / "quality.json").read_text())
-    assert {r["dataset"] for r in quality["records"]} == {"set5_color", "set14_color"}
-    from priorlab.zoo import load
-
-    ckpt = out / "train_bf-dncnn-color.ckpt"
-    assert load(str(ckpt)).arch_config["init_args"]["in_chans"] == 3
     import torch
 
+    from priorlab.zoo import load
+
+    sets = {"mate": 2, "set5_color": 2, "set14_color": 2}
+    out = _train_dncnn_in_a_cpu_session(tmp_path, "bf-dncnn-color", sets, True)
+    quality = json.loads((out / "quality.json").read_text())
+    assert {r["dataset"] for r in quality["records"]} == {"set5_color", "set14_color"}
+    ckpt = out / "train_bf-dncnn-color.ckpt"
+    assert load(str(ckpt)).arch_config["init_args"]["in_chans"] == 3
     trained_on = torch.load(ckpt, weights_only=True, map_location="cpu")["datamodule_hyper_parameters"]["train_dirs"]
-    assert trained_on == ["builtin:photos", str(data / "mate")]  # the mate folder joined the built-in photos
+    assert trained_on == ["builtin:photos", str(tmp_path / "data" / "mate")]  # the mate folder joined the photos
