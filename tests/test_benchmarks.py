@@ -314,23 +314,33 @@ def test_bilinear_demosaic_baseline():
         assert out[0, ch].min() >= seen.min() - 1e-12 and out[0, ch].max() <= seen.max() + 1e-12
 
 
-def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
-    """The script a lent GPU runs must not waste its minutes: its CPU smoke mode exercises every step."""
+def _gpu_session_smoke(out, timeout: int, **settings: str) -> str:
+    """Run benchmarks/gpu_session.sh in its CPU smoke mode with OUT=out and the given settings; returns its output."""
     import os
     import shutil
     import subprocess
 
-    from priorlab.datamodules.fashion_mnist import DEBIAN_ROOT
-
-    if not DEBIAN_ROOT.is_dir() or shutil.which("bash") is None:
-        pytest.skip("needs bash and Debian's dataset-fashion-mnist (installed by .ci/run)")
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": "dsm", "FMNIST": str(DEBIAN_ROOT),
-           "PY": sys.executable, "DEADLINE": "1200", "OMP_NUM_THREADS": "1"}  # every step runs
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "PY": sys.executable, "OMP_NUM_THREADS": "1", **settings}
     env.pop("PYTHONPATH", None)
     run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+TRAIN_ONLY = {"SKIP_THROUGHPUT": "1", "SKIP_ENERGY": "1", "SKIP_SAMPLING": "1"}  # a training session's settings
+
+
+def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
+    """The script a lent GPU runs must not waste its minutes: its CPU smoke mode exercises every step."""
+    from priorlab.datamodules.fashion_mnist import DEBIAN_ROOT
+
+    if not DEBIAN_ROOT.is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist (installed by .ci/run)")
+    out = tmp_path / "out"
+    _gpu_session_smoke(out, 900, TRAIN="dsm", FMNIST=str(DEBIAN_ROOT), DEADLINE="1200")  # every step runs
     files = {p.name for p in out.iterdir()}
     assert {"session.log", "energy_throughput.json", "throughput.json", "sampling_throughput.json",
             "train_metrics.csv", "train_dsm-energy-fashion-mnist.ckpt"} <= files
@@ -351,21 +361,11 @@ def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
 def test_gpu_session_trains_the_s10_pair_within_eight_files(tmp_path, shared_data):
     """TRAIN=s10 trains the bias-free and the biased [0, 10] twins and evaluates both in one JSON, and leaves
     at most the 8 files that come back from the GPU machine even after the measurement steps."""
-    import os
-    import shutil
-    import subprocess
-
     data = shared_data
-    if shutil.which("bash") is None or not all((data / d).is_dir() for d in ("bsd400", "set12", "bsd68")):
-        pytest.skip("needs bash and ../shared/data/{bsd400,set12,bsd68}")
+    if not all((data / d).is_dir() for d in ("bsd400", "set12", "bsd68")):
+        pytest.skip("needs ../shared/data/{bsd400,set12,bsd68}")
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": "s10", "DATA": str(data), "PY": sys.executable,
-           "DEADLINE": "400", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1", "SKIP_ENERGY": "1",
-           "SKIP_SAMPLING": "1"}
-    env.pop("PYTHONPATH", None)
-    run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    _gpu_session_smoke(out, 900, TRAIN="s10", DATA=str(data), DEADLINE="400", **TRAIN_ONLY)
     names = ["bf-dncnn-gray-s10", "dncnn-gray-s10-biased"]
     files = {p.name for p in out.iterdir()}
     assert files == {"session.log", "train_metrics.csv", "quality.json", *(f"train_{n}.ckpt" for n in names)}
@@ -382,14 +382,8 @@ def test_gpu_session_trains_the_s10_pair_within_eight_files(tmp_path, shared_dat
 
 def _train_dncnn_in_a_cpu_session(tmp_path, train: str, sets: dict[str, int], color: bool):
     """gpu_session.sh's TRAIN=train CPU smoke over tiny random images in folders {name: count}; returns its OUT."""
-    import os
-    import shutil
-    import subprocess
-
     from PIL import Image
 
-    if shutil.which("bash") is None:
-        pytest.skip("needs bash")
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
     for folder, n in sets.items():
@@ -398,14 +392,8 @@ def _train_dncnn_in_a_cpu_session(tmp_path, train: str, sets: dict[str, int], co
             pixels = rng.integers(0, 256, (64, 72, 3) if color else (64, 72), dtype=np.uint8)
             Image.fromarray(pixels).save(data / folder / f"{i:02d}.png")
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "SMOKE": "1", "TRAIN": train, "DATA": str(data), "PY": sys.executable,
-           "DEADLINE": "400", "OMP_NUM_THREADS": "1", "SKIP_THROUGHPUT": "1", "SKIP_ENERGY": "1",
-           "SKIP_SAMPLING": "1"}
-    env.pop("PYTHONPATH", None)
-    run = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], cwd=BENCHMARKS.parent, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "probe of the config's compile settings" in run.stdout and "probe failed" not in run.stdout
+    log = _gpu_session_smoke(out, 600, TRAIN=train, DATA=str(data), DEADLINE="400", **TRAIN_ONLY)
+    assert "probe of the config's compile settings" in log and "probe failed" not in log
     return out
 
 
