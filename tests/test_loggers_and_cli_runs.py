@@ -224,3 +224,30 @@ def test_predict_writes_each_denoised_image_whole_and_named_after_its_file(tmp_p
         got = np.asarray(Image.open(p), dtype=np.float32)
         assert got.shape == sizes[p.name] and np.abs(got - expected).max() <= 0.51
     assert before == {p.name: p.read_bytes() for p in folder.iterdir()}  # inputs untouched
+
+
+def test_predict_refuses_to_replace_a_runs_files_with_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """A second predict into the same run folder or output_dir stops before writing (exit 2, one line)."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs/quickstart.yaml")
+    main(["fit", "--config", config, *TINY, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1"])
+    last = str(tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt")
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8)).save(folder / "a.png")
+    predict = ["predict", "--config", config, *TINY, "--data.init_args.test_dirs", f"[{folder}]", "--ckpt_path", last]
+    assert main(predict) == 0
+    written = tmp_path / "runs" / "quickstart" / "version_1" / "predictions" / "a.png"
+    before = written.read_bytes()
+    capsys.readouterr()
+    # the same run folder again: its config.yaml is another run's
+    assert main([*predict, "--trainer.logger.init_args.version", "1"]) == 2
+    assert "version_1/config.yaml exists" in capsys.readouterr().err
+    # a new run folder, but an output_dir holding a.png already
+    writer = ["--trainer.callbacks+=priorlab.lightning_modules.PredictionWriter",
+              f"--trainer.callbacks.init_args.output_dir={written.parent}"]
+    assert main([*predict, *writer]) == 2
+    assert f"{written} exists" in capsys.readouterr().err
+    assert written.read_bytes() == before

@@ -11,6 +11,7 @@ def run_lightning_cli(args: list[str] | None) -> None:
 
     import priorlab.datamodules  # noqa: F401  (class paths resolvable by short name)
     import priorlab.lightning_modules  # noqa: F401
+    from priorlab.core.errors import OutputExistsError
     from priorlab.lightning_modules.callbacks import run_dir
 
     class RunFolderSaveConfig(SaveConfigCallback):
@@ -26,7 +27,7 @@ def run_lightning_cli(args: list[str] | None) -> None:
             folder = trainer.strategy.broadcast(str(run_dir(trainer)) if trainer.is_global_zero else None)
             path = Path(folder) / self.config_filename
             if trainer.strategy.broadcast(path.is_file() if trainer.is_global_zero else False) and not self.overwrite:
-                raise RuntimeError(f"{path} exists: this run's folder holds another run's config; nothing is "
+                raise OutputExistsError(f"{path} exists: this run's folder holds another run's config; nothing is "
                                    f"overwritten (choose another logger version or save_dir)")
             if trainer.is_global_zero:
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A setting that cannot work, e.g. DDP's ``static_graph=True`` with priorlab's losses."""
+
+
+class OutputExistsError(ConfigError, FileExistsError):
+    """An output a run would write exists already; priorlab never replaces it (reported as one line too)."""

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from priorlab.core.errors import OutputExistsError
 from priorlab.core.noise import sigma_from_255
 from priorlab.files import write_image
 from priorlab.lightning_modules.denoiser import validation_noise
@@ -166,7 +167,7 @@ class PredictionWriter(BasePredictionWriter):
         self.written = 0
         taken = [self.folder / f"{n}.png" for n in self.names or [] if (self.folder / f"{n}.png").exists()]
         if taken:  # refused before anything is written
-            raise FileExistsError(f"{taken[0]} exists ({len(taken)} of the {len(self.names or [])} outputs do); "
+            raise OutputExistsError(f"{taken[0]} exists ({len(taken)} of the {len(self.names or [])} outputs do); "
                                   f"predictions never replace files: choose another output_dir or move them away")
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
@@ -181,7 +182,7 @@ class PredictionWriter(BasePredictionWriter):
             name = self.names[index] if self.names and index < len(self.names) else f"{index:05d}"
             path = self.folder / f"{name}.png"
             if path.exists():
-                raise FileExistsError(f"{path} exists; predictions never replace files: choose another "
+                raise OutputExistsError(f"{path} exists; predictions never replace files: choose another "
                                       f"output_dir (--trainer.callbacks+=PredictionWriter ...) or move it away")
             path.parent.mkdir(parents=True, exist_ok=True)
             write_image(image, path)
